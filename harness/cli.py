@@ -1,0 +1,70 @@
+"""`harness` command line: one module per command under harness/commands/."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+
+from harness import __version__
+from harness.errors import HarnessError
+
+# Each module defines `register(subparsers)`; the parser it adds carries `func(args) -> int`.
+COMMAND_MODULES = [
+    "models",
+    "data",
+    "enqueue",
+    "worker",
+    "status",
+    "retry",
+    "report",
+    "demo",
+    "bench",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="harness",
+        description="Queue, run and report the GradAttn paper's experiments over seeds.",
+    )
+    parser.add_argument("--version", action="version", version=f"harness {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"harness.commands.{name}")
+        module.register(subparsers)
+    return parser
+
+
+def _check_datasets_package() -> None:
+    """Warn when another distribution's `datasets` (Hugging Face) shadows ours."""
+    import datasets
+
+    if not hasattr(datasets, "DATASET_NAMES"):
+        warnings.warn(
+            f"the `datasets` package imported from {datasets.__file__} is not this project's; "
+            "install the harness into its own virtual environment (see README)",
+            stacklevel=1,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        _check_datasets_package()
+        return int(args.func(args) or 0)
+    except HarnessError as exc:
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("harness: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

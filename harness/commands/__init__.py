@@ -1,0 +1,1 @@
+"""One module per `harness` sub-command; each exposes `register(subparsers)`."""

@@ -1,0 +1,227 @@
+"""Results database: SQLAlchemy 2.x models and engine set-up (SQLite or PostgreSQL).
+
+Units: every accuracy, precision/recall/F1, ECE and generalisation gap is stored as a fraction
+in [0, 1] (the report converts to the paper's percent where Tables 3, 6 and 9 print percent).
+Times are seconds; timestamps are UTC from the database clock where leases depend on them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
+
+from harness.errors import HarnessError
+
+JOB_STATES = ("queued", "running", "done", "failed")
+GRADIENT_MODES = ("output", "param")  # paper's grad_output hooks; per-parameter gradient norms
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    grid: Mapped[str] = mapped_column(String(200), nullable=False)
+    model: Mapped[str] = mapped_column(String(64), nullable=False)
+    dataset: Mapped[str] = mapped_column(String(64), nullable=False)
+    seed: Mapped[int] = mapped_column(Integer, nullable=False)
+    split_seed: Mapped[int] = mapped_column(Integer, nullable=False)
+    protocol: Mapped[str] = mapped_column(String(64), nullable=False)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)  # TrainConfig.to_dict()
+    harness_version: Mapped[str] = mapped_column(String(32), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=3)
+    worker_id: Mapped[str | None] = mapped_column(String(200))
+    device: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)
+    epoch: Mapped[int | None] = mapped_column(Integer)  # last finished epoch, for `status`
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.current_timestamp())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    error: Mapped[str | None] = mapped_column(Text)  # full traceback of the last failure
+
+    result: Mapped[Result | None] = relationship(back_populates="job", uselist=False)
+    epochs: Mapped[list[EpochRow]] = relationship(back_populates="job", order_by="EpochRow.epoch")
+
+    __table_args__ = (
+        Index("ix_jobs_status", "status"),
+        Index("ix_jobs_cell", "protocol", "dataset", "model"),
+    )
+
+
+class Result(Base):
+    """One row per finished job: test metrics of the evaluated model, and provenance."""
+
+    __tablename__ = "results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), unique=True, nullable=False)
+    top1: Mapped[float] = mapped_column(Float, nullable=False)
+    top3: Mapped[float | None] = mapped_column(Float)
+    top5: Mapped[float | None] = mapped_column(Float)
+    precision_macro: Mapped[float | None] = mapped_column(Float)
+    recall_macro: Mapped[float | None] = mapped_column(Float)
+    f1_macro: Mapped[float | None] = mapped_column(Float)
+    precision_weighted: Mapped[float | None] = mapped_column(Float)
+    recall_weighted: Mapped[float | None] = mapped_column(Float)
+    f1_weighted: Mapped[float | None] = mapped_column(Float)
+    ece: Mapped[float | None] = mapped_column(Float)
+    nll: Mapped[float | None] = mapped_column(Float)
+    gen_gap_best: Mapped[float | None] = mapped_column(Float)  # train acc - val acc, best epoch
+    gen_gap_last: Mapped[float | None] = mapped_column(Float)  # same, last epoch run
+    best_epoch: Mapped[int] = mapped_column(Integer, nullable=False)  # 1-based
+    epochs_run: Mapped[int] = mapped_column(Integer, nullable=False)
+    evaluated_epoch: Mapped[int] = mapped_column(Integer, nullable=False)  # weights tested
+    epoch_seconds: Mapped[float | None] = mapped_column(Float)  # mean train + validation pass
+    train_seconds: Mapped[float | None] = mapped_column(Float)  # mean training pass
+    eval_seconds: Mapped[float | None] = mapped_column(Float)  # mean validation pass
+    params: Mapped[int] = mapped_column(Integer, nullable=False)
+    slots: Mapped[int] = mapped_column(Integer, nullable=False, default=1)  # jobs sharing device
+    device: Mapped[str | None] = mapped_column(String(200))
+    provenance: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.current_timestamp())
+
+    job: Mapped[Job] = relationship(back_populates="result")
+
+
+class EpochRow(Base):
+    __tablename__ = "epochs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), nullable=False)
+    epoch: Mapped[int] = mapped_column(Integer, nullable=False)  # 1-based
+    train_loss: Mapped[float] = mapped_column(Float, nullable=False)
+    train_acc: Mapped[float] = mapped_column(Float, nullable=False)
+    val_loss: Mapped[float] = mapped_column(Float, nullable=False)
+    val_acc: Mapped[float] = mapped_column(Float, nullable=False)
+    lr: Mapped[float] = mapped_column(Float, nullable=False)
+    train_seconds: Mapped[float] = mapped_column(Float, nullable=False)
+    eval_seconds: Mapped[float] = mapped_column(Float, nullable=False)
+    slots: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+
+    job: Mapped[Job] = relationship(back_populates="epochs")
+    __table_args__ = (UniqueConstraint("job_id", "epoch", name="uq_epoch_job_epoch"),)
+
+
+class GradientLayer(Base):
+    """Gradient norms of one layer under one measurement mode (GHS is derived from these)."""
+
+    __tablename__ = "gradient_layers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), nullable=False)
+    mode: Mapped[str] = mapped_column(String(16), nullable=False)  # GRADIENT_MODES
+    layer_index: Mapped[int] = mapped_column(Integer, nullable=False)  # depth order
+    layer: Mapped[str] = mapped_column(String(300), nullable=False)  # module / parameter name
+    kind: Mapped[str] = mapped_column(String(64), nullable=False)  # Conv2d, Linear, ...
+    batches: Mapped[int] = mapped_column(Integer, nullable=False)  # 0 = silent (never fired)
+    mean: Mapped[float | None] = mapped_column(Float)
+    std: Mapped[float | None] = mapped_column(Float)
+    min: Mapped[float | None] = mapped_column(Float)
+    max: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (
+        UniqueConstraint("job_id", "mode", "layer_index", name="uq_gradient_layer"),
+    )
+
+
+class WorkerRow(Base):
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)  # host:pid:start
+    host: Mapped[str] = mapped_column(String(200), nullable=False)
+    pid: Mapped[int] = mapped_column(Integer, nullable=False)
+    device: Mapped[str] = mapped_column(String(200), nullable=False)
+    started_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.current_timestamp())
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)
+    jobs_done: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    jobs_failed: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    stopped: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    """Emit BEGIN ourselves (pysqlite's own transaction handling is off).
+
+    A connection with execution option ``sqlite_immediate=True`` takes the write lock at
+    BEGIN (BEGIN IMMEDIATE), so a claim cannot race another writer between read and update.
+    """
+    immediate = conn.get_execution_options().get("sqlite_immediate", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced, for logs and messages."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable database URL>"
+
+
+def make_engine(url: str, *, create: bool = True) -> Engine:
+    """An engine for `url` with the schema created; a clear HarnessError if unreachable."""
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        if url.startswith("sqlite"):
+            # isolation_level=None lets the queue issue BEGIN IMMEDIATE itself.
+            engine = create_engine(url, connect_args={"timeout": 30, "isolation_level": None})
+            event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "begin", _sqlite_begin)
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise HarnessError(
+            f"invalid database URL {mask_url(url)} ({exc}); use sqlite:///PATH or "
+            "postgresql+psycopg://USER:PASS@HOST/DB"
+        ) from None
+    if create:
+        try:
+            Base.metadata.create_all(engine)
+        except OperationalError as exc:
+            first = str(exc.orig).splitlines()[0] if exc.orig else str(exc)
+            raise HarnessError(
+                f"cannot reach database {mask_url(url)}: {first}; check --db / HARNESS_DB"
+            ) from None
+    return engine
+
+
+def make_session_factory(engine: Engine) -> sessionmaker:
+    return sessionmaker(engine, expire_on_commit=False)
