@@ -1,16 +1,108 @@
-"""`harness demo` (work in progress: its owner replaces this module)."""
+"""`harness demo`: the whole loop -- enqueue, a CPU worker, the report -- on the digits dataset."""
 
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
 
+from harness.commands._common import add_data_option, data_root
 from harness.errors import HarnessError
+
+DEFAULT_OUT = "demo"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="(not yet available)")
+    from harness.grids import DEMO_MAX_EPOCHS, DEMO_SEEDS
+
+    parser = subparsers.add_parser(
+        "demo",
+        help="run the whole loop on the embedded digits dataset, on the CPU (minutes)",
+        description="Queue the demo grid (digits x six models x seeds, a short epoch cap), run a "
+        "CPU worker until the queue is empty, then build the report.",
+    )
+    parser.add_argument(
+        "--db",
+        default=None,
+        help="results database URL (default: sqlite:///OUT/runs.db, kept apart from your "
+        "experiments; HARNESS_DB is deliberately not used here)",
+    )
+    add_data_option(parser)
+    parser.add_argument(
+        "--out",
+        default=DEFAULT_OUT,
+        metavar="DIR",
+        help=f"database, checkpoints and report go here (default ./{DEFAULT_OUT})",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=len(DEMO_SEEDS),
+        metavar="N",
+        help=f"seeds per model, from 42 (default {len(DEMO_SEEDS)})",
+    )
+    parser.add_argument(
+        "--max-epochs",
+        type=int,
+        default=DEMO_MAX_EPOCHS,
+        metavar="E",
+        help=f"epoch cap per job (default {DEMO_MAX_EPOCHS})",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise HarnessError("`harness demo` is not available yet")
+    from harness.commands.status import collect_status, format_status
+    from harness.commands.worker import configure_logging
+    from harness.db import make_engine
+    from harness.grids import demo_grid, seeds_from_count
+    from harness.queue import enqueue
+    from harness.worker import Worker, WorkerOptions
+
+    if args.max_epochs < 1:
+        raise HarnessError(f"--max-epochs must be at least 1 (got {args.max_epochs})")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    url = args.db or f"sqlite:///{out / 'runs.db'}"
+    engine = make_engine(url)
+    started = time.monotonic()
+
+    grid = demo_grid(max_epochs=args.max_epochs, seeds=seeds_from_count(args.seeds))
+    queued = enqueue(engine, grid.jobs(), grid.name)
+    print(
+        f"demo: {queued.new} new, {queued.existing} already queued/done "
+        f"({len(grid.cells)} models x {len(grid.seeds)} seeds on digits, "
+        f"at most {args.max_epochs} epochs each) in {url}"
+    )
+
+    configure_logging()
+    worker = Worker(
+        engine,
+        WorkerOptions(
+            device="cpu",
+            data_root=data_root(args),
+            checkpoints=out / "checkpoints",
+            until_empty=True,
+            progress=False if args.no_progress else None,
+            max_consecutive_failures=0,  # show every failure in the report rather than stop early
+        ),
+    )
+    worker.install_signal_handlers()
+    summary = worker.run()
+    print(format_status(collect_status(engine)))
+    if summary.stop_reason != "queue empty":
+        raise HarnessError(
+            f"demo stopped before the queue was empty ({summary.stop_reason}); run `harness "
+            f"demo --out {out}` again to resume"
+        )
+
+    from harness.report import build_report
+
+    report = build_report(engine, out_dir=out / "report")
+    minutes, seconds = divmod(time.monotonic() - started, 60)
+    print(
+        f"demo: {summary.done} jobs run, {summary.failed} failed, in {minutes:.0f}m{seconds:02.0f}s"
+    )
+    print(f"report: {report}")
+    return 1 if summary.failed else 0

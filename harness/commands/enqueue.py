@@ -1,16 +1,113 @@
-"""`harness enqueue` (work in progress: its owner replaces this module)."""
+"""`harness enqueue`: expand a grid into (model, dataset, seed) jobs; idempotent."""
 
 from __future__ import annotations
 
 import argparse
+from collections import Counter
+from typing import Any
 
+from harness.commands._common import add_db_option, db_url
 from harness.errors import HarnessError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("enqueue", help="(not yet available)")
+    parser = subparsers.add_parser(
+        "enqueue",
+        help="queue a grid of jobs (paper, demo or a YAML file)",
+        description="Queue one job per (model, dataset, seed) of a grid. A job already in the "
+        "database (same key: model, dataset, seeds, protocol, settings, version) is not added "
+        "again.",
+    )
+    add_db_option(parser)
+    parser.add_argument(
+        "--grid",
+        required=True,
+        metavar="paper|demo|FILE.yaml",
+        help="the paper's 38 cells, the digits demo, or a grid file",
+    )
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument(
+        "--seeds",
+        type=int,
+        metavar="N",
+        help="N seeds starting at the paper's 42: 42, 43, ... (default: the grid's)",
+    )
+    seeds.add_argument("--seed-list", metavar="A,B,C", help="explicit seeds, e.g. 1,2,3")
+    parser.add_argument("--protocol", help="paper or reference-code (default: the grid's)")
+    parser.add_argument("--models", nargs="+", metavar="MODEL", help="only these models")
+    parser.add_argument("--datasets", nargs="+", metavar="DATASET", help="only these datasets")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. max_epochs=2 (repeatable; see docs/QUEUE.md for the keys)",
+    )
+    parser.add_argument(
+        "--split-seed",
+        type=int,
+        metavar="S",
+        help="seed of the random data splits (default 42, the paper's)",
+    )
+    parser.add_argument(
+        "--max-attempts",
+        type=int,
+        default=3,
+        metavar="N",
+        help="claims a job may use up before it is failed (default 3)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="show what would be queued")
     parser.set_defaults(func=run)
 
 
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`--set key=value` items -> {key: YAML scalar}."""
+    from harness.config import parse_value
+
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise HarnessError(f"--set {item!r} is not KEY=VALUE; e.g. --set max_epochs=2")
+        overrides[key.strip()] = parse_value(value.strip())
+    return overrides
+
+
 def run(args: argparse.Namespace) -> int:
-    raise HarnessError("`harness enqueue` is not available yet")
+    from harness.db import make_engine
+    from harness.grids import parse_seed_list, resolve_grid
+    from harness.queue import enqueue
+
+    if args.max_attempts < 1:
+        raise HarnessError(f"--max-attempts must be at least 1 (got {args.max_attempts})")
+    grid = resolve_grid(
+        args.grid,
+        seeds=args.seeds,
+        seed_list=parse_seed_list(args.seed_list) if args.seed_list else None,
+        protocol=args.protocol,
+        models=args.models,
+        datasets=args.datasets,
+        overrides=parse_overrides(args.overrides),
+        split_seed=args.split_seed,
+    )
+    specs = grid.jobs()
+    per_dataset = Counter(spec.dataset for spec in specs)
+    summary = (
+        f"grid {grid.name!r}: {len(grid.cells)} cells x {len(grid.seeds)} seed(s) "
+        f"({', '.join(map(str, grid.seeds))}) = {len(specs)} jobs, protocol {grid.protocol}"
+    )
+    if args.dry_run:
+        print(summary)
+        for dataset, count in per_dataset.items():
+            models = sorted({s.model for s in specs if s.dataset == dataset})
+            print(f"  {dataset}: {count} jobs ({', '.join(models)})")
+        if grid.overrides:
+            print("  overrides: " + ", ".join(f"{k}={v}" for k, v in grid.overrides.items()))
+        print("dry run: nothing queued")
+        return 0
+    engine = make_engine(db_url(args))
+    result = enqueue(engine, specs, grid.name, max_attempts=args.max_attempts)
+    print(summary)
+    print(f"{result.new} new, {result.existing} already queued/done")
+    return 0

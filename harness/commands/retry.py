@@ -1,16 +1,36 @@
-"""`harness retry` (work in progress: its owner replaces this module)."""
+"""`harness retry --failed | --stale`: put failed or dead jobs back in the queue."""
 
 from __future__ import annotations
 
 import argparse
 
-from harness.errors import HarnessError
+from harness.commands._common import add_db_option, db_url
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("retry", help="(not yet available)")
+    parser = subparsers.add_parser(
+        "retry",
+        help="requeue failed jobs or running jobs whose worker died",
+        description="--failed: failed jobs back to the queue with a fresh attempt budget. "
+        "--stale: running jobs whose lease expired (their worker stopped heartbeating) back to "
+        "the queue now; a checkpoint lets the next worker resume them.",
+    )
+    add_db_option(parser)
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--failed", action="store_true", help="requeue failed jobs")
+    which.add_argument(
+        "--stale", action="store_true", help="requeue running jobs with an expired lease"
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise HarnessError("`harness retry` is not available yet")
+    from harness.db import make_engine
+    from harness.queue import retry_failed, retry_stale
+
+    engine = make_engine(db_url(args))
+    if args.failed:
+        print(f"{retry_failed(engine)} failed job(s) requeued")
+    else:
+        print(f"{retry_stale(engine)} stale job(s) requeued")
+    return 0

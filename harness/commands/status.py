@@ -1,16 +1,179 @@
-"""`harness status` (work in progress: its owner replaces this module)."""
+"""`harness status`: jobs by state, running jobs, an ETA, and failures with their exception."""
 
 from __future__ import annotations
 
 import argparse
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
 
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+
+from harness.commands._common import add_db_option, db_url
+from harness.db import JOB_STATES, EpochRow, Job
 from harness.errors import HarnessError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("status", help="(not yet available)")
+    parser = subparsers.add_parser(
+        "status", help="queued / running / done / failed jobs, running epochs, ETA, failures"
+    )
+    add_db_option(parser)
+    parser.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds between refreshes with --watch (default 5)",
+    )
+    parser.add_argument(
+        "--failures",
+        type=int,
+        default=20,
+        metavar="N",
+        help="show at most N failed jobs (default 20)",
+    )
     parser.set_defaults(func=run)
 
 
+@dataclass
+class RunningJob:
+    id: int
+    label: str
+    epoch: int
+    max_epochs: int
+    worker: str
+    stale: bool  # lease expired: its worker has died or stalled
+
+
+@dataclass
+class FailedJob:
+    id: int
+    label: str
+    attempts: int
+    exception: str  # the last line of the traceback
+
+
+@dataclass
+class QueueStatus:
+    counts: dict[str, int]
+    running: list[RunningJob] = field(default_factory=list)
+    failed: list[FailedJob] = field(default_factory=list)
+    mean_epoch_seconds: float | None = None
+    epochs_measured: int = 0
+    remaining_epochs: int = 0  # an upper bound: early stopping ends most jobs sooner
+
+    @property
+    def eta_seconds(self) -> float | None:
+        if self.mean_epoch_seconds is None or not self.remaining_epochs:
+            return None
+        parallel = max(1, len([job for job in self.running if not job.stale]))
+        return self.remaining_epochs * self.mean_epoch_seconds / parallel
+
+
+def last_error_line(error: str | None) -> str:
+    """The exception of a traceback (its last non-empty line)."""
+    lines = [line.strip() for line in (error or "").splitlines() if line.strip()]
+    return lines[-1] if lines else "(no error recorded)"
+
+
+def _label(job: Job) -> str:
+    return f"{job.model}/{job.dataset}/seed {job.seed} [{job.protocol}]"
+
+
+def collect_status(engine: Engine, max_failures: int = 20) -> QueueStatus:
+    from harness.queue import database_time
+
+    now = database_time(engine)
+    with engine.connect() as conn:
+        counts = dict.fromkeys(JOB_STATES, 0)
+        for state, count in conn.execute(select(Job.status, func.count()).group_by(Job.status)):
+            counts[state] = count
+        mean, measured = conn.execute(
+            select(func.avg(EpochRow.train_seconds + EpochRow.eval_seconds), func.count())
+        ).one()
+        status = QueueStatus(counts, mean_epoch_seconds=mean, epochs_measured=measured)
+        pending = conn.execute(
+            select(Job).where(Job.status.in_(("queued", "running"))).order_by(Job.id)
+        ).scalars()
+        for job in pending:
+            max_epochs = int(job.config.get("max_epochs") or 0)
+            done = (job.epoch or 0) if job.status == "running" else 0
+            status.remaining_epochs += max(0, max_epochs - done)
+            if job.status == "running":
+                stale = job.lease_expires_at is not None and job.lease_expires_at < now
+                status.running.append(
+                    RunningJob(job.id, _label(job), done, max_epochs, job.worker_id or "?", stale)
+                )
+        failed = conn.execute(
+            select(Job).where(Job.status == "failed").order_by(Job.id).limit(max_failures)
+        ).scalars()
+        status.failed = [
+            FailedJob(job.id, _label(job), job.attempts, last_error_line(job.error))
+            for job in failed
+        ]
+    return status
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def format_status(status: QueueStatus) -> str:
+    total = sum(status.counts.values())
+    lines = [
+        "jobs: " + ", ".join(f"{status.counts[s]} {s}" for s in JOB_STATES) + f" ({total} total)"
+    ]
+    if status.running:
+        lines.append("running:")
+        for job in status.running:
+            note = "  STALE: lease expired (harness retry --stale)" if job.stale else ""
+            lines.append(
+                f"  #{job.id} {job.label} epoch {job.epoch}/{job.max_epochs} on {job.worker}{note}"
+            )
+    eta = status.eta_seconds
+    if eta is not None:
+        lines.append(
+            f"ETA: at most {_duration(eta)} ({status.remaining_epochs} epochs left x "
+            f"{status.mean_epoch_seconds:.1f} s mean epoch over {status.epochs_measured} epochs, "
+            f"{max(1, len(status.running))} running; early stopping usually ends jobs sooner)"
+        )
+    elif status.remaining_epochs:
+        lines.append("ETA: unknown until the first epoch finishes")
+    if status.counts["failed"]:
+        shown = len(status.failed)
+        lines.append(
+            f"failed ({shown} of {status.counts['failed']} shown; "
+            "`harness retry --failed` requeues them):"
+        )
+        for failure in status.failed:
+            lines.append(
+                f"  #{failure.id} {failure.label} after {failure.attempts} attempt(s): "
+                f"{failure.exception}"
+            )
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
-    raise HarnessError("`harness status` is not available yet")
+    from harness.db import make_engine
+
+    if args.interval <= 0:
+        raise HarnessError(f"--interval must be positive (got {args.interval:g})")
+    engine = make_engine(db_url(args))
+    if not args.watch:
+        print(format_status(collect_status(engine, args.failures)))
+        return 0
+    try:
+        while True:
+            text = format_status(collect_status(engine, args.failures))
+            stamp = datetime.now().strftime("%H:%M:%S")
+            # Clear the screen and home the cursor, then redraw (like `watch`).
+            print(f"\x1b[2J\x1b[H{stamp}  (Ctrl-C to stop)\n{text}", flush=True)
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0

@@ -1,16 +1,178 @@
-"""`harness worker` (work in progress: its owner replaces this module)."""
+"""`harness worker`: pull jobs from the queue and run them on one device until stopped."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import sys
+from pathlib import Path
 
+from harness.commands._common import add_data_option, add_db_option, data_root, db_url
 from harness.errors import HarnessError
+
+DEFAULT_CHECKPOINTS = "checkpoints"
+DEFAULT_LEASE_SECONDS = 120.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("worker", help="(not yet available)")
+    parser = subparsers.add_parser(
+        "worker",
+        help="run queued jobs on a GPU or the CPU",
+        description="Claim queued jobs one at a time (or K at once with --slots) and run them; "
+        "SIGTERM/Ctrl-C releases the job in flight back to the queue.",
+    )
+    add_db_option(parser)
+    add_data_option(parser)
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--gpu", type=int, metavar="N", help="run on CUDA device N")
+    where.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
+    parser.add_argument(
+        "--slots",
+        type=int,
+        default=1,
+        metavar="K",
+        help="run K jobs at once on the device, as K child processes (default 1)",
+    )
+    parser.add_argument(
+        "--until-empty",
+        action="store_true",
+        help="exit when no job is left to claim (default: wait for more)",
+    )
+    parser.add_argument(
+        "--max-jobs", type=int, metavar="N", help="exit after N jobs (per slot process)"
+    )
+    parser.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=DEFAULT_LEASE_SECONDS,
+        metavar="S",
+        help="a job whose worker sends no heartbeat for S seconds goes back to the queue "
+        f"(default {DEFAULT_LEASE_SECONDS:g})",
+    )
+    parser.add_argument(
+        "--checkpoints",
+        default=None,
+        metavar="DIR",
+        help=f"per-job checkpoints (env HARNESS_CHECKPOINTS; default ./{DEFAULT_CHECKPOINTS})",
+    )
+    parser.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="wait between claims when the queue is empty (default 5)",
+    )
+    parser.add_argument(
+        "--max-failures",
+        type=int,
+        default=5,
+        metavar="N",
+        help="stop after N jobs failed in a row (default 5; 0 = never)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    # Set by the parent of --slots K on its children only.
+    parser.add_argument("--slot-index", type=int, default=None, help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
 
 
+def resolve_device(args: argparse.Namespace) -> str:
+    """--gpu N / --device NAME -> a torch device string, checked before any job is claimed."""
+    if args.gpu is None and not args.device:
+        return "cpu"
+    import torch
+
+    device = f"cuda:{args.gpu}" if args.gpu is not None else args.device
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise HarnessError(
+            f"--device {device!r} is not a torch device; use cpu, cuda or cuda:N"
+        ) from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise HarnessError(f"{device}: CUDA is not available on this host; use --device cpu")
+        index = parsed.index or 0
+        if index >= torch.cuda.device_count():
+            raise HarnessError(
+                f"{device}: this host has {torch.cuda.device_count()} GPU(s) (0..."
+                f"{torch.cuda.device_count() - 1}); pick one of them"
+            )
+    return device
+
+
+def checkpoints_dir(args: argparse.Namespace) -> Path:
+    return Path(args.checkpoints or os.environ.get("HARNESS_CHECKPOINTS") or DEFAULT_CHECKPOINTS)
+
+
+def configure_logging() -> None:
+    if not logging.getLogger("harness").handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s worker[{os.getpid()}] %(levelname)s %(message)s")
+        )
+        logging.getLogger("harness").addHandler(handler)
+        logging.getLogger("harness").setLevel(logging.INFO)
+
+
+def _child_argv(args: argparse.Namespace, device: str) -> list[str]:
+    argv = [
+        "worker",
+        "--device",
+        device,
+        "--slots",
+        str(args.slots),
+        "--lease-seconds",
+        str(args.lease_seconds),
+        "--checkpoints",
+        str(checkpoints_dir(args)),
+        "--poll-seconds",
+        str(args.poll_seconds),
+        "--max-failures",
+        str(args.max_failures),
+        "--db",
+        db_url(args),
+        "--data",
+        str(data_root(args)),
+    ]
+    if args.until_empty:
+        argv.append("--until-empty")
+    if args.max_jobs is not None:
+        argv += ["--max-jobs", str(args.max_jobs)]
+    if args.no_progress:
+        argv.append("--no-progress")
+    return argv
+
+
 def run(args: argparse.Namespace) -> int:
-    raise HarnessError("`harness worker` is not available yet")
+    from harness.db import make_engine
+    from harness.worker import Worker, WorkerOptions, run_slot_processes
+
+    if args.slots < 1:
+        raise HarnessError(f"--slots must be at least 1 (got {args.slots})")
+    if args.lease_seconds <= 0:
+        raise HarnessError(f"--lease-seconds must be positive (got {args.lease_seconds:g})")
+    if args.max_jobs is not None and args.max_jobs < 1:
+        raise HarnessError(f"--max-jobs must be at least 1 (got {args.max_jobs})")
+    device = resolve_device(args)
+    engine = make_engine(db_url(args))  # fails here, with one line, if the DB is unreachable
+    if args.slots > 1 and args.slot_index is None:
+        return run_slot_processes(_child_argv(args, device), args.slots)
+    configure_logging()
+    options = WorkerOptions(
+        device=device,
+        data_root=data_root(args),
+        checkpoints=checkpoints_dir(args),
+        lease_seconds=args.lease_seconds,
+        poll_seconds=args.poll_seconds,
+        until_empty=args.until_empty,
+        max_jobs=args.max_jobs,
+        slots=args.slots,
+        slot_index=args.slot_index or 0,
+        progress=False if args.no_progress else None,
+        max_consecutive_failures=args.max_failures,
+    )
+    worker = Worker(engine, options)
+    worker.install_signal_handlers()
+    summary = worker.run()
+    return 1 if summary.gave_up else 0

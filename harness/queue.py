@@ -1,0 +1,422 @@
+"""The job queue in the results database: enqueue, atomic claim, fenced lease, completion.
+
+Concurrency model (docs/QUEUE.md):
+- A claim is ONE ``UPDATE jobs ... WHERE id = (SELECT ... LIMIT 1) RETURNING ...`` inside a
+  write transaction (SQLite: ``BEGIN IMMEDIATE``, so two workers cannot both read the same
+  queued row; PostgreSQL: the sub-select carries ``FOR UPDATE SKIP LOCKED``).
+- Every timestamp a lease depends on comes from the DATABASE clock, so hosts with skewed
+  clocks agree on who holds what.
+- A lease is fenced by (job id, worker id, attempt number): heartbeats, epoch rows, completion,
+  failure and release only take effect while this worker still holds that very attempt.
+- A claim first returns expired leases to the queue (attempt counted), or fails the job once
+  ``max_attempts`` claims have all died.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, delete, func, insert, literal, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.types import DateTime
+
+from harness import __version__
+from harness.config import JobSpec, TrainConfig
+from harness.db import EpochRow, GradientLayer, Job, Result, WorkerRow
+
+METRIC_KEYS = (
+    "top1",
+    "top3",
+    "top5",
+    "precision_macro",
+    "recall_macro",
+    "f1_macro",
+    "precision_weighted",
+    "recall_weighted",
+    "f1_weighted",
+    "ece",
+    "nll",
+)
+DEFAULT_MAX_ATTEMPTS = 3
+_ENQUEUE_CHUNK = 500
+
+
+def db_now(engine: Engine | Connection, offset_seconds: float = 0.0) -> ColumnElement[datetime]:
+    """The database's current UTC time (+ offset) as an SQL expression, never this host's."""
+    if engine.dialect.name == "sqlite":
+        # Same text format SQLAlchemy stores for DateTime on SQLite, so comparisons are sound.
+        args: list[Any] = ["%Y-%m-%d %H:%M:%f", "now"]
+        if offset_seconds:
+            args.append(f"{offset_seconds:+.3f} seconds")
+        return func.strftime(*args, type_=DateTime)
+    expr: ColumnElement[datetime] = func.timezone("UTC", func.now(), type_=DateTime)
+    if offset_seconds:
+        expr = expr + func.make_interval(0, 0, 0, 0, 0, 0, offset_seconds)
+    return expr
+
+
+def database_time(engine: Engine) -> datetime:
+    """The database clock read once (for `status` and tests)."""
+    with engine.connect() as conn:
+        return conn.execute(select(db_now(conn))).scalar_one()
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    new: int
+    existing: int
+
+
+def enqueue(
+    engine: Engine, specs: Iterable[JobSpec], grid: str, max_attempts: int = DEFAULT_MAX_ATTEMPTS
+) -> EnqueueResult:
+    """Insert the jobs whose key is not in the table yet; the rest are counted as existing."""
+    by_key: dict[str, JobSpec] = {}
+    for spec in specs:
+        by_key.setdefault(spec.key(), spec)
+    keys = list(by_key)
+    new = 0
+    with engine.begin() as conn:
+        present: set[str] = set()
+        for start in range(0, len(keys), _ENQUEUE_CHUNK):
+            chunk = keys[start : start + _ENQUEUE_CHUNK]
+            present.update(conn.execute(select(Job.key).where(Job.key.in_(chunk))).scalars())
+        rows = [
+            {
+                "key": key,
+                "grid": grid,
+                "model": spec.model,
+                "dataset": spec.dataset,
+                "seed": spec.seed,
+                "split_seed": spec.split_seed,
+                "protocol": spec.protocol,
+                "config": spec.config.to_dict(),
+                "harness_version": __version__,
+                "status": "queued",
+                "attempts": 0,
+                "max_attempts": max_attempts,
+            }
+            for key, spec in by_key.items()
+            if key not in present
+        ]
+        if rows:
+            conn.execute(insert(Job), rows)
+        new = len(rows)
+    return EnqueueResult(new=new, existing=len(keys) - new)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """What fences a claim: only this worker's `attempt` of job `job_id` may write."""
+
+    job_id: int
+    worker_id: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    id: int
+    key: str
+    grid: str
+    model: str
+    dataset: str
+    seed: int
+    split_seed: int
+    protocol: str
+    config: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    lease: Lease
+
+    def spec(self) -> JobSpec:
+        config = TrainConfig.from_dict(self.config)
+        return JobSpec(self.model, self.dataset, self.seed, self.split_seed, self.protocol, config)
+
+
+def _write_connection(engine: Engine) -> Connection:
+    """A connection whose transactions take the write lock at BEGIN on SQLite."""
+    return engine.connect().execution_options(sqlite_immediate=True)
+
+
+def expire_leases(conn: Connection) -> tuple[int, int]:
+    """Requeue jobs whose lease ran out; fail those that used up max_attempts. (requeued, failed)."""
+    now = db_now(conn)
+    expired = (Job.status == "running") & (Job.lease_expires_at < now)
+    failed = conn.execute(
+        update(Job)
+        .where(expired & (Job.attempts >= Job.max_attempts))
+        .values(
+            status="failed",
+            finished_at=now,
+            lease_expires_at=None,
+            error=literal("lease expired: worker ")
+            + func.coalesce(Job.worker_id, "?")
+            + " stopped heartbeating; gave up after max_attempts claims all died; fix the cause"
+            " (see the workers' logs) and run `harness retry --failed`",
+        )
+    ).rowcount
+    requeued = conn.execute(
+        update(Job)
+        .where(expired)
+        .values(
+            status="queued",
+            lease_expires_at=None,
+            error=literal("lease expired: worker ")
+            + func.coalesce(Job.worker_id, "?")
+            + " stopped heartbeating; job requeued",
+            worker_id=None,
+        )
+    ).rowcount
+    return requeued, failed
+
+
+def claim(engine: Engine, worker_id: str, device: str, lease_seconds: float) -> ClaimedJob | None:
+    """Atomically take the oldest queued job (after requeueing expired leases), or None."""
+    with _write_connection(engine) as conn, conn.begin():
+        expire_leases(conn)
+        now = db_now(conn)
+        oldest = (
+            select(Job.id)
+            .where(Job.status == "queued")
+            .order_by(Job.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        row = conn.execute(
+            update(Job)
+            .where(Job.id == oldest, Job.status == "queued")
+            .values(
+                status="running",
+                worker_id=worker_id,
+                device=device,
+                attempts=Job.attempts + 1,
+                lease_expires_at=db_now(conn, lease_seconds),
+                heartbeat_at=now,
+                started_at=now,
+                finished_at=None,
+            )
+            .returning(
+                Job.id,
+                Job.key,
+                Job.grid,
+                Job.model,
+                Job.dataset,
+                Job.seed,
+                Job.split_seed,
+                Job.protocol,
+                Job.config,
+                Job.attempts,
+                Job.max_attempts,
+            )
+        ).first()
+    if row is None:
+        return None
+    return ClaimedJob(
+        **row._asdict(), lease=Lease(job_id=row.id, worker_id=worker_id, attempt=row.attempts)
+    )
+
+
+def _held(lease: Lease) -> ColumnElement[bool]:
+    return (
+        (Job.id == lease.job_id)
+        & (Job.worker_id == lease.worker_id)
+        & (Job.attempts == lease.attempt)
+        & (Job.status == "running")
+    )
+
+
+def heartbeat(engine: Engine, lease: Lease, lease_seconds: float) -> bool:
+    """Extend the lease; False when this worker no longer holds the job (fenced out)."""
+    with engine.begin() as conn:
+        now = db_now(conn)
+        held = conn.execute(
+            update(Job)
+            .where(_held(lease))
+            .values(lease_expires_at=db_now(conn, lease_seconds), heartbeat_at=now)
+        ).rowcount
+        conn.execute(
+            update(WorkerRow).where(WorkerRow.id == lease.worker_id).values(heartbeat_at=now)
+        )
+    return held == 1
+
+
+def _epoch_row(job_id: int, record: Any, slots: int) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "epoch": record.epoch,
+        "train_loss": record.train_loss,
+        "train_acc": record.train_acc,
+        "val_loss": record.val_loss,
+        "val_acc": record.val_acc,
+        "lr": record.lr,
+        "train_seconds": record.train_seconds,
+        "eval_seconds": record.eval_seconds,
+        "slots": slots,
+    }
+
+
+def record_epoch(
+    engine: Engine, lease: Lease, record: Any, lease_seconds: float, slots: int
+) -> bool:
+    """Upsert one epoch row and extend the lease, if the lease still holds."""
+    with _write_connection(engine) as conn, conn.begin():
+        now = db_now(conn)
+        held = conn.execute(
+            update(Job)
+            .where(_held(lease))
+            .values(
+                epoch=record.epoch, lease_expires_at=db_now(conn, lease_seconds), heartbeat_at=now
+            )
+        ).rowcount
+        if held != 1:
+            return False
+        # delete + insert is the dialect-neutral upsert (a resumed job may rewrite an epoch).
+        conn.execute(
+            delete(EpochRow).where(EpochRow.job_id == lease.job_id, EpochRow.epoch == record.epoch)
+        )
+        conn.execute(insert(EpochRow), [_epoch_row(lease.job_id, record, slots)])
+    return True
+
+
+def complete(engine: Engine, lease: Lease, outcome: Any, slots: int) -> bool:
+    """Result row, all epoch rows, gradient rows and status done in ONE fenced transaction."""
+    with _write_connection(engine) as conn, conn.begin():
+        now = db_now(conn)
+        held = conn.execute(
+            update(Job)
+            .where(_held(lease))
+            .values(
+                status="done",
+                finished_at=now,
+                heartbeat_at=now,
+                lease_expires_at=None,
+                epoch=outcome.epochs_run,
+                device=outcome.device,
+            )
+        ).rowcount
+        if held != 1:
+            return False  # fenced out: nothing was written
+        job_id = lease.job_id
+        result = {key: outcome.metrics.get(key) for key in METRIC_KEYS}
+        result.update(
+            job_id=job_id,
+            gen_gap_best=outcome.gen_gap_best,
+            gen_gap_last=outcome.gen_gap_last,
+            best_epoch=outcome.best_epoch,
+            epochs_run=outcome.epochs_run,
+            evaluated_epoch=outcome.evaluated_epoch,
+            epoch_seconds=outcome.epoch_seconds,
+            train_seconds=outcome.train_seconds,
+            eval_seconds=outcome.eval_seconds,
+            params=outcome.params,
+            slots=slots,
+            device=outcome.device,
+            provenance=outcome.provenance,
+            extra=outcome.extra,
+        )
+        conn.execute(insert(Result), [result])
+        conn.execute(delete(EpochRow).where(EpochRow.job_id == job_id))
+        if outcome.epochs:
+            conn.execute(insert(EpochRow), [_epoch_row(job_id, r, slots) for r in outcome.epochs])
+        conn.execute(delete(GradientLayer).where(GradientLayer.job_id == job_id))
+        if outcome.gradient_layers:
+            conn.execute(
+                insert(GradientLayer),
+                [{**layer, "job_id": job_id} for layer in outcome.gradient_layers],
+            )
+        _count(conn, lease.worker_id, done=True)
+    return True
+
+
+def _count(conn: Connection, worker_id: str, *, done: bool) -> None:
+    if done:
+        values: dict[str, Any] = {
+            "jobs_done": WorkerRow.jobs_done + 1,
+            "consecutive_failures": 0,
+        }
+    else:
+        values = {
+            "jobs_failed": WorkerRow.jobs_failed + 1,
+            "consecutive_failures": WorkerRow.consecutive_failures + 1,
+        }
+    conn.execute(update(WorkerRow).where(WorkerRow.id == worker_id).values(**values))
+
+
+def fail(engine: Engine, lease: Lease, error: str) -> bool:
+    """Mark the job failed with `error` (a full traceback), if the lease still holds."""
+    with _write_connection(engine) as conn, conn.begin():
+        now = db_now(conn)
+        held = conn.execute(
+            update(Job)
+            .where(_held(lease))
+            .values(status="failed", error=error, finished_at=now, lease_expires_at=None)
+        ).rowcount
+        _count(conn, lease.worker_id, done=False)
+    return held == 1
+
+
+def release(engine: Engine, lease: Lease) -> bool:
+    """Give the job back to the queue (a clean stop): the attempt does not count."""
+    with _write_connection(engine) as conn, conn.begin():
+        held = conn.execute(
+            update(Job)
+            .where(_held(lease))
+            .values(
+                status="queued",
+                worker_id=None,
+                lease_expires_at=None,
+                attempts=Job.attempts - 1,
+            )
+        ).rowcount
+    return held == 1
+
+
+def retry_failed(engine: Engine) -> int:
+    """Failed jobs back to the queue with a fresh attempt budget; returns how many."""
+    with _write_connection(engine) as conn, conn.begin():
+        return conn.execute(
+            update(Job)
+            .where(Job.status == "failed")
+            .values(status="queued", attempts=0, worker_id=None, lease_expires_at=None)
+        ).rowcount
+
+
+def retry_stale(engine: Engine) -> int:
+    """Running jobs whose lease has expired back to the queue now (attempts kept)."""
+    now = db_now(engine)
+    with _write_connection(engine) as conn, conn.begin():
+        return conn.execute(
+            update(Job)
+            .where(Job.status == "running", Job.lease_expires_at < now)
+            .values(
+                status="queued",
+                worker_id=None,
+                lease_expires_at=None,
+                error=literal("lease expired: worker ")
+                + func.coalesce(Job.worker_id, "?")
+                + " stopped heartbeating; requeued by `harness retry --stale`",
+            )
+        ).rowcount
+
+
+def register_worker(engine: Engine, worker_id: str, host: str, pid: int, device: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            insert(WorkerRow).values(
+                id=worker_id, host=host, pid=pid, device=device, heartbeat_at=db_now(conn)
+            )
+        )
+
+
+def stop_worker(engine: Engine, worker_id: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            update(WorkerRow)
+            .where(WorkerRow.id == worker_id)
+            .values(stopped=True, heartbeat_at=db_now(conn))
+        )
