@@ -1,16 +1,154 @@
-"""`harness data` (work in progress: its owner replaces this module)."""
+"""`harness data list|fetch|verify`: what is on disk, verified downloads, checksum checks."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
+from harness.commands._common import add_data_option, data_root
 from harness.errors import HarnessError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("data", help="(not yet available)")
-    parser.set_defaults(func=run)
+    import datasets
+
+    names = ", ".join(datasets.DATASET_NAMES)
+    parser = subparsers.add_parser(
+        "data",
+        help="list, download (with checksums) and verify datasets",
+        description=f"Datasets: {names}. Files live under --data (env HARNESS_DATA).",
+    )
+    actions = parser.add_subparsers(dest="data_action", metavar="ACTION")
+
+    listing = actions.add_parser("list", help="each dataset: present or not, size, digest, where")
+    add_data_option(listing)
+    listing.set_defaults(func=run_list)
+
+    fetch = actions.add_parser("fetch", help="download and unpack NAME (or all), verified")
+    fetch.add_argument("name", metavar="NAME|all")
+    fetch.add_argument(
+        "--mirror",
+        default=None,
+        help="base URL serving the published files by name (env HARNESS_DATA_MIRROR)",
+    )
+    add_data_option(fetch)
+    fetch.set_defaults(func=run_fetch)
+
+    verify = actions.add_parser("verify", help="check files on disk against published checksums")
+    verify.add_argument("name", nargs="?", default=None, metavar="NAME")
+    add_data_option(verify)
+    verify.set_defaults(func=run_verify)
+
+    parser.set_defaults(func=lambda args: _usage(parser))
 
 
-def run(args: argparse.Namespace) -> int:
-    raise HarnessError("`harness data` is not available yet")
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _names(name: str | None, allow_all: bool) -> list[str]:
+    import datasets
+
+    if name is None or (allow_all and name == "all"):
+        return list(datasets.DATASET_NAMES)
+    if name not in datasets.DATASET_NAMES:
+        valid = ", ".join(datasets.DATASET_NAMES) + (", all" if allow_all else "")
+        raise HarnessError(f"unknown dataset {name!r}; valid: {valid}")
+    return [name]
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
+
+
+def _digest(name: str, root: Path) -> str:
+    import datasets
+    from datasets._core import digest_files
+
+    source = datasets.get_source(name)
+    if name == "digits":
+        return datasets.load("digits", root).meta.digest[:16]
+    files = [p for p in source.required_files(root) if p.is_file()]
+    return digest_files(files, extra=name)[:16] if files else "-"
+
+
+def run_list(args: argparse.Namespace) -> int:
+    import datasets
+
+    root = data_root(args)
+    rows = [("NAME", "PRESENT", "SIZE", "DIGEST", "WHERE")]
+    for name in datasets.DATASET_NAMES:
+        source = datasets.get_source(name)
+        present = source.present(root)
+        where = "embedded (scikit-learn)" if name == "digits" else str(source.directory(root))
+        try:
+            digest = _digest(name, root) if present else "-"
+        except (datasets.DatasetError, OSError) as exc:
+            digest = f"unreadable: {exc}"
+        rows.append(
+            (name, "yes" if present else "no", _size(source.size_on_disk(root)), digest, where)
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True))
+            + "  "
+            + row[4]
+        )
+    return 0
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    import datasets
+
+    root = data_root(args)
+    names = _names(args.name, allow_all=True)
+    failures: list[str] = []
+    for name in names:
+        source = datasets.get_source(name)
+        try:
+            source.fetch(root, mirror=args.mirror)
+        except datasets.DatasetError as exc:
+            if len(names) == 1:
+                raise HarnessError(str(exc)) from None
+            print(f"harness: {exc}", file=sys.stderr)
+            failures.append(name)
+            continue
+        print(f"{name}: ready in {source.directory(root)}")
+    if failures:
+        raise HarnessError(
+            f"{len(failures)} of {len(names)} datasets could not be fetched ({', '.join(failures)}); "
+            "see the lines above for the URL and where to put each file by hand"
+        )
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    import datasets
+
+    root = data_root(args)
+    names = _names(args.name, allow_all=False)
+    problems = 0
+    checked = 0
+    for name in names:
+        source = datasets.get_source(name)
+        if name == "digits" or (args.name is None and source.size_on_disk(root) == 0):
+            continue  # embedded, or nothing of it downloaded: only a named set reports missing
+        for status in source.verify(root):
+            checked += 1
+            problems += not status.ok
+            print(f"{name}: {'ok  ' if status.ok else 'FAIL'} {status.path}: {status.note}")
+    if args.name is None and checked == 0:
+        print(f"no downloaded datasets under {root}")
+    if problems:
+        raise HarnessError(
+            f"{problems} file(s) missing or failing verification; fetch again with "
+            "`harness data fetch NAME` (delete a corrupt file first)"
+        )
+    return 0
