@@ -1,0 +1,314 @@
+"""Claim parts: one comparison per (dataset, baseline, candidate), with its verdict.
+
+`Context` holds one protocol's results and the Holm families (one per metric, baseline and
+scale: every dataset x GradAttn variant) that every part's p-value is adjusted in. The builders
+turn a claim of claims.yaml into parts; harness.report.claims combines them into a verdict.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+import pandas as pd
+
+from harness.errors import HarnessError
+from harness.report.stats import (
+    PairedResult,
+    compare_cells,
+    direction,
+    holm,
+    log_to_rel,
+    one_sample,
+    rel_to_log,
+)
+from harness.report.verdicts import (
+    CONTRADICTED,
+    SESOI_LOG,
+    SUPPORTED,
+    UNTESTABLE,
+    Region,
+    decide,
+    directional_region,
+    level_region,
+    not_worse_region,
+    point_region,
+    range_region,
+    sesoi,
+)
+
+GRADATTN_VARIANTS = ("gradattn_nope", "gradattn_learnable", "gradattn_rope")
+# Metrics the paper prints in percent (claims about them are in percentage points).
+PERCENT_METRICS = ("top1", "top3", "top5", "gen_gap", "gen_gap_best", "gen_gap_last")
+PARAMS_TOLERANCE = 0.10  # "about +14.3%": the stated relative increase +-10% of itself
+
+
+class Context:
+    """One protocol's results and the table families computed from them (cached)."""
+
+    def __init__(self, df: pd.DataFrame, alpha: float) -> None:
+        self.df = df
+        self.alpha = alpha
+        self._families: dict[tuple[str, str, str], pd.DataFrame] = {}
+
+    def has(self, metric: str) -> bool:
+        return metric in self.df.columns and not self.df.empty
+
+    def family(self, metric: str, baseline: str, scale: str) -> pd.DataFrame:
+        key = (metric, baseline, scale)
+        if key not in self._families:
+            if not self.has(metric):
+                self._families[key] = pd.DataFrame()
+            else:
+                datasets = sorted(self.df.loc[self.df["model"] == baseline, "dataset"].unique())
+                self._families[key] = compare_cells(
+                    self.df, metric, baseline, GRADATTN_VARIANTS, datasets, scale=scale
+                )
+        return self._families[key]
+
+    def cell(
+        self, metric: str, baseline: str, candidate: str, dataset: str, scale: str
+    ) -> tuple[PairedResult, float, int, str | None]:
+        if candidate == "best_gradattn_variant":  # nothing to select from: no runs
+            return one_sample([], 0.0), math.nan, 0, None
+        if candidate not in GRADATTN_VARIANTS:
+            raise HarnessError(
+                f"claim candidate {candidate!r} is not a GradAttn variant "
+                f"({', '.join(GRADATTN_VARIANTS)}, best_gradattn_variant, each_gradattn_variant)"
+            )
+        fam = self.family(metric, baseline, scale)
+        if not fam.empty:
+            hit = fam[(fam["dataset"] == dataset) & (fam["candidate"] == candidate)]
+            if not hit.empty:
+                row = hit.iloc[0]
+                return row["result"], float(row["p_adjusted"]), int(row["m"]), row["error"]
+        return one_sample([], 0.0), math.nan, 0, None
+
+    def values(self, metric: str, dataset: str, model: str) -> pd.DataFrame:
+        """The runs of one cell that have the metric (latest job per seed and split)."""
+        if not self.has(metric):
+            return pd.DataFrame(columns=["job_id", metric])
+        rows = self.df[(self.df["dataset"] == dataset) & (self.df["model"] == model)]
+        rows = rows[rows[metric].notna()].sort_values("job_id")
+        return rows.drop_duplicates(["seed", "split_seed"], keep="last")
+
+    def best_variant(self, metric: str, dataset: str) -> str | None:
+        means = {v: self.values(metric, dataset, v)[metric].mean() for v in GRADATTN_VARIANTS}
+        means = {v: m for v, m in means.items() if math.isfinite(m)}
+        if not means:
+            return None
+        pick = max if direction(metric) == "higher" else min
+        return pick(means, key=means.get)
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def fmt_value(x: float, metric: str, scale: str, offset: float = 0.0) -> str:
+    if not math.isfinite(x):
+        return "inf" if x > 0 else "-inf" if x < 0 else "n/a"
+    if scale == "log":
+        return f"{log_to_rel(x) * 100:+.1f}%"
+    if scale == "level":
+        return f"{offset + x:.3f}"
+    if metric in PERCENT_METRICS:
+        return f"{x * 100:+.2f} pp"
+    if metric == "best_epoch":
+        return f"{x:+.1f} epochs"
+    return f"{x:+.3g}"
+
+
+def region_text(region: Region, metric: str, scale: str, offset: float = 0.0) -> str:
+    fmt = lambda x: fmt_value(x, metric, scale, offset)  # noqa: E731
+    if math.isinf(region.high) and region.low == 0:
+        return f"> {fmt(0.0)} (candidate higher)"
+    if math.isinf(region.low) and region.high == 0:
+        return f"< {fmt(0.0)} (candidate lower)"
+    if math.isinf(region.low):
+        return f"< {fmt(region.high)}"
+    return f"{fmt(region.low)} to {fmt(region.high)}"
+
+
+def value_text(x: float, metric: str) -> str:
+    if not math.isfinite(x):
+        return "n/a"
+    if metric in PERCENT_METRICS:
+        return f"{x * 100:.2f}%"
+    if metric == "params":
+        return f"{x / 1e6:.2f}M"
+    if metric == "epoch_seconds":
+        return f"{x:.2f} s"
+    return f"{x:.3f}"
+
+
+def mean_sd_text(mean: float, sd: float, metric: str) -> str:
+    if metric in PERCENT_METRICS:
+        return f"{mean * 100:.2f} +- {sd * 100:.2f}%"
+    if metric == "params":
+        return f"{mean / 1e6:.2f} +- {sd / 1e6:.2f}M"
+    if metric == "epoch_seconds":
+        return f"{mean:.2f} +- {sd:.2f} s"
+    return f"{mean:.3f} +- {sd:.3f}"
+
+
+# ---------------------------------------------------------------- parts
+
+
+def _part(
+    ctx: Context,
+    res: PairedResult,
+    p_adjusted: float,
+    m: int,
+    region: Region,
+    *,
+    metric: str,
+    scale: str,
+    dataset: str,
+    baseline: str | None,
+    candidate: str | None,
+    error: str | None = None,
+    offset: float = 0.0,
+    selection: str | None = None,
+) -> dict[str, Any]:
+    decision = decide(res, p_adjusted, m, region, sesoi(metric, scale), ctx.alpha, error)
+    fmt = lambda x: fmt_value(x, metric, scale, offset)  # noqa: E731
+    estimate = "no data"
+    if res.n:
+        estimate = f"{fmt(res.mean_diff)} (95% CI {fmt(res.ci_low)} to {fmt(res.ci_high)}, n={res.n})"
+    jobs = sorted({j for pair in res.job_ids for j in pair})
+    return {
+        "dataset": dataset, "baseline": baseline, "candidate": candidate, "metric": metric,
+        "scale": scale, "n": res.n, "mean": res.mean_diff, "sd": res.sd_diff,
+        "ci_low": res.ci_low, "ci_high": res.ci_high,
+        "ci_family_low": decision.ci_family[0], "ci_family_high": decision.ci_family[1],
+        "p_value": res.p_value, "p_permutation": res.p_permutation, "p_adjusted": p_adjusted,
+        "m": m, "verdict": decision.verdict, "reason": decision.reason,
+        "seeds_needed": decision.seeds_needed, "job_ids": jobs, "estimate": estimate,
+        "claimed": region_text(region, metric, scale, offset), "selection": selection,
+    }  # fmt: skip
+
+
+def _scale_and_region(spec: dict[str, Any], metric: str, delta_for) -> tuple[str, Region]:
+    """The claim's region on the comparison's scale, from its value / low-high / direction."""
+    unit = spec.get("unit")
+    if unit == "rel":
+        # A stated relative change of a lower-is-better metric is a reduction.
+        sign = -1.0 if spec.get("direction") == "lower" else 1.0
+        scale, convert = "log", lambda v: rel_to_log(sign * float(v))
+    elif unit == "pp":
+        scale, convert = "diff", lambda v: float(v) / 100
+    else:
+        scale, convert = "diff", float
+    delta = delta_for(scale)
+    if "value" in spec:
+        return scale, point_region(convert(spec["value"]), delta)
+    if "low" in spec and "high" in spec:
+        return scale, range_region(convert(spec["low"]), convert(spec["high"]))
+    better = 1.0 if direction(metric) == "higher" else -1.0
+    return scale, directional_region(better, delta)
+
+
+def _candidates(ctx: Context, spec: str, metric: str, dataset: str) -> list[tuple[str, str | None]]:
+    """(candidate, selection note) pairs for a claim's candidate field on one dataset."""
+    if spec == "best_gradattn_variant":
+        best = ctx.best_variant(metric, dataset)
+        if best is None:
+            return [(spec, "no GradAttn runs to select from")]
+        return [(best, f"best mean of {len(GRADATTN_VARIANTS)} variants: {best}")]
+    if spec == "each_gradattn_variant":
+        return [(v, None) for v in GRADATTN_VARIANTS]
+    return [(spec, None)]
+
+
+def comparison_parts(ctx: Context, claim: dict[str, Any]) -> list[dict[str, Any]]:
+    metric = claim["metric"]
+    if "pairs" in claim:
+        specs = [{**claim, **pair} for pair in claim["pairs"]]
+    else:
+        datasets = claim.get("datasets") or [claim["dataset"]]
+        baselines = claim["baseline"] if isinstance(claim["baseline"], list) else [claim["baseline"]]
+        specs = [{**claim, "dataset": d, "baseline": b} for d in datasets for b in baselines]
+    parts = []
+    for spec in specs:
+        scale, region = _scale_and_region(spec, metric, lambda s: sesoi(metric, s))
+        for candidate, selection in _candidates(ctx, spec["candidate"], metric, spec["dataset"]):
+            res, p_adj, m, error = ctx.cell(metric, spec["baseline"], candidate, spec["dataset"],
+                                            scale)  # fmt: skip
+            parts.append(_part(ctx, res, p_adj, m, region, metric=metric, scale=scale,
+                               dataset=spec["dataset"], baseline=spec["baseline"],
+                               candidate=candidate, error=error, selection=selection))  # fmt: skip
+    return parts
+
+
+def level_parts(ctx: Context, claim: dict[str, Any]) -> list[dict[str, Any]]:
+    """A model's own value against the stated one, per dataset; Holm over the claim's datasets."""
+    metric, model, value = claim["metric"], claim["model"], float(claim["value"])
+    datasets = claim.get("datasets") or [claim["dataset"]]
+    region = level_region(sesoi(metric, "level"))
+    results = []
+    for dataset in datasets:
+        runs = ctx.values(metric, dataset, model)
+        res = one_sample(runs[metric].to_numpy(float), value, "two-sided")
+        ids = tuple((int(j), int(j)) for j in runs["job_id"]) if len(runs) else ()
+        results.append(replace(res, job_ids=ids))
+    p_test = [max(r.p_value, r.p_permutation) if r.testable else r.p_permutation for r in results]
+    adjusted = holm(p_test)
+    m = sum(r.n > 0 for r in results)
+    return [
+        _part(ctx, res, p_adj, m, region, metric=metric, scale="level", dataset=dataset,
+              baseline=None, candidate=model, offset=value)  # fmt: skip
+        for dataset, res, p_adj in zip(datasets, results, adjusted, strict=True)
+    ]
+
+
+def params_parts(ctx: Context, claim: dict[str, Any]) -> list[dict[str, Any]]:
+    """Parameter counts are deterministic: compare the relative increase exactly, no test."""
+    stated = float(claim["value"])
+    low, high = stated * (1 - PARAMS_TOLERANCE), stated * (1 + PARAMS_TOLERANCE)
+    baseline = claim["baseline"]
+    datasets = sorted(ctx.df.loc[ctx.df["model"] == baseline, "dataset"].unique()) if ctx.has(
+        "params") else []  # fmt: skip
+    parts = []
+    for dataset in datasets or ["(any)"]:
+        base = ctx.values("params", dataset, baseline)
+        for candidate, _ in _candidates(ctx, claim["candidate"], "params", dataset):
+            cand = ctx.values("params", dataset, candidate)
+            part = {"dataset": dataset, "baseline": baseline, "candidate": candidate,
+                    "metric": "params", "scale": "exact", "n": min(len(base), len(cand)),
+                    "claimed": f"{low * 100:+.1f}% to {high * 100:+.1f}%", "seeds_needed": None,
+                    "p_value": None, "p_adjusted": None,
+                    "job_ids": sorted(int(j) for j in (*base["job_id"], *cand["job_id"]))}  # fmt: skip
+            if base.empty or cand.empty:
+                parts.append({**part, "verdict": UNTESTABLE, "reason": "no data",
+                              "estimate": "no data", "mean": math.nan})  # fmt: skip
+                continue
+            rel = float(cand["params"].median() / base["params"].median() - 1)
+            varies = cand["params"].nunique() > 1 or base["params"].nunique() > 1
+            verdict, reason = SUPPORTED, "exact count within the stated increase"
+            if not low <= rel <= high:
+                verdict = CONTRADICTED
+                reason = "smaller than claimed" if rel < low else "larger than claimed"
+            estimate = (f"{rel * 100:+.2f}% ({value_text(cand['params'].median(), 'params')} vs "
+                        f"{value_text(base['params'].median(), 'params')})")  # fmt: skip
+            if varies:
+                estimate += "; counts differ between runs (median used)"
+            parts.append({**part, "verdict": verdict, "reason": reason, "estimate": estimate,
+                          "mean": rel})  # fmt: skip
+    return parts
+
+
+def not_slower_parts(ctx: Context, claim: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per (dataset, variant): not meaningfully slower per epoch (log-ratio below +10%)."""
+    metric, baseline = claim["metric"], claim["baseline"]
+    datasets = sorted(ctx.df.loc[ctx.df["model"] == baseline, "dataset"].unique()) if ctx.has(
+        metric) else []  # fmt: skip
+    region = not_worse_region(SESOI_LOG)
+    parts = []
+    for dataset in datasets:
+        for candidate, _ in _candidates(ctx, claim["candidate"], metric, dataset):
+            res, p_adj, m, error = ctx.cell(metric, baseline, candidate, dataset, "log")
+            parts.append(_part(ctx, res, p_adj, m, region, metric=metric, scale="log",
+                               dataset=dataset, baseline=baseline, candidate=candidate,
+                               error=error))  # fmt: skip
+    return parts

@@ -1,0 +1,420 @@
+"""Paired statistics over seeds: the numbers behind every table cell and claim verdict.
+
+A cell compares a candidate model with a baseline on one dataset and one metric. Runs are
+paired by (seed, split_seed): the same seed and data split for both models, so the difference
+of a pair removes the split's own difficulty. Each cell reports a two-sided t-interval, a paired
+t-test, an exact sign-flip (permutation) test over all 2^n sign patterns, the effect size d_z,
+and the minimum detectable effect at this n. `holm` corrects a family of cells (one table).
+
+Orientation: `paired_cell` by default orients the difference so that positive = candidate
+better (METRIC_DIRECTIONS); pass ``oriented=False`` for the raw candidate - baseline.
+Relative effects use log-ratios: log(candidate / baseline) per pair (``scale="log"``); convert
+back to a percentage with `log_to_rel`.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from harness.errors import HarnessError
+
+ALTERNATIVES = ("two-sided", "greater", "less")
+EXACT_MAX_N = 20  # 2^20 sign patterns; above this, a fixed-seed Monte Carlo sample
+MONTE_CARLO_DRAWS = 200_000
+
+_HIGHER = (
+    "top1", "top3", "top5", "f1", "f1_macro", "f1_weighted", "precision_macro",
+    "precision_weighted", "recall_macro", "recall_weighted",
+    "ghs_1e-7_1e2", "ghs_1e-6_1e1", "ghs_1e-5_1e0", "param_ghs_1e-6_1e1",
+)  # fmt: skip
+_LOWER = (
+    "ece", "nll", "gen_gap", "gen_gap_best", "gen_gap_last", "epoch_seconds", "train_seconds",
+    "eval_seconds", "params", "best_epoch", "epochs_run", "n_vanishing", "n_silent",
+)  # fmt: skip
+# Declared once: which way is better for each metric ("higher" or "lower"). Metrics without
+# a better direction (gradient-norm summaries) are absent on purpose.
+METRIC_DIRECTIONS: dict[str, str] = {
+    **{name: "higher" for name in _HIGHER},
+    **{name: "lower" for name in _LOWER},
+}
+
+
+@dataclass(frozen=True)
+class PairedResult:
+    """Paired comparison of n (candidate, baseline) pairs; differences are candidate - baseline
+    (or their oriented / log-ratio version, see `orientation`)."""
+
+    n: int
+    mean_diff: float
+    sd_diff: float
+    ci_low: float  # two-sided t-interval at `level`
+    ci_high: float
+    t: float
+    p_value: float  # paired t-test under `alternative`
+    p_permutation: float  # exact sign-flip test under `alternative`
+    d_z: float  # mean / sd of the differences
+    wins: int  # pairs with a positive difference
+    losses: int  # pairs with a negative difference
+    mde: float  # smallest |mean difference| detectable with 80% power at this n (metric units)
+    testable: bool  # False where n < 2 or the differences have no spread
+    alternative: str = "greater"
+    level: float = 0.95
+    diffs: tuple[float, ...] = ()
+    orientation: str = "a - b"
+    job_ids: tuple[tuple[int, int], ...] = field(default=())  # (candidate, baseline) per pair
+
+    def interval(self, level: float) -> tuple[float, float]:
+        """Two-sided t-interval at another level (e.g. 1 - alpha/m for a family of m cells)."""
+        return t_interval(self.n, self.mean_diff, self.sd_diff, level)
+
+
+def _check_alternative(alternative: str) -> None:
+    if alternative not in ALTERNATIVES:
+        raise HarnessError(
+            f"unknown alternative {alternative!r}; valid: {', '.join(ALTERNATIVES)}"
+        )
+
+
+def t_interval(n: int, mean: float, sd: float, level: float) -> tuple[float, float]:
+    """Two-sided Student-t interval for a mean; a point when sd is 0; NaN when n < 2."""
+    if n < 2 or not math.isfinite(sd):
+        return (math.nan, math.nan)
+    if sd == 0:
+        return (mean, mean)
+    half = float(sps.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    return (mean - half, mean + half)
+
+
+def sign_flip_p(diffs: Sequence[float], alternative: str = "greater") -> float:
+    """p-value of the sign-flip test of mean(diffs) = 0, statistic = sum of the differences.
+
+    Exact (all 2^n sign patterns) up to EXACT_MAX_N pairs; beyond, MONTE_CARLO_DRAWS random
+    patterns from a fixed seed, with the (count + 1) / (draws + 1) estimate.
+    """
+    _check_alternative(alternative)
+    d = np.asarray(diffs, dtype=float)
+    if d.size == 0:
+        return math.nan
+    observed = float(d.sum())
+    tol = 1e-9 * max(1.0, float(np.abs(d).sum()))  # float sums of equal patterns may differ
+    if d.size <= EXACT_MAX_N:
+        sums = np.zeros(1)
+        for value in np.abs(d):  # each pair doubles the set of reachable sums: +|d| or -|d|
+            sums = np.concatenate([sums + value, sums - value])
+        extra, total = 0, sums.size
+    else:
+        rng = np.random.default_rng(0)
+        signs = rng.choice([-1.0, 1.0], size=(MONTE_CARLO_DRAWS, d.size))
+        sums = signs @ np.abs(d)
+        extra, total = 1, MONTE_CARLO_DRAWS + 1  # the observed pattern counts once
+    if alternative == "greater":
+        hits = np.count_nonzero(sums >= observed - tol)
+    elif alternative == "less":
+        hits = np.count_nonzero(sums <= observed + tol)
+    else:
+        hits = np.count_nonzero(np.abs(sums) >= abs(observed) - tol)
+    return float((hits + extra) / total)
+
+
+def min_exact_p(n: int, alternative: str = "two-sided") -> float:
+    """Smallest p-value the exact sign-flip test can give with n pairs."""
+    _check_alternative(alternative)
+    if n <= 0:
+        return 1.0
+    sides = 2.0 if alternative == "two-sided" else 1.0
+    return min(1.0, sides / 2.0**n)
+
+
+def min_seeds_exact(m: int, alpha: float = 0.05, alternative: str = "two-sided") -> int:
+    """Fewest pairs with which the exact sign-flip test can reach alpha after Holm over m cells.
+
+    Every Holm-adjusted p of a family of m is at least m times the smallest raw p.
+    """
+    n = 1
+    while max(1, m) * min_exact_p(n, alternative) > alpha:
+        n += 1
+    return n
+
+
+def _power_alternative(alternative: str) -> str:
+    return "two-sided" if alternative == "two-sided" else "larger"
+
+
+def seeds_needed(
+    effect: float,
+    sd_diff: float | None,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    alternative: str = "two-sided",
+) -> int | None:
+    """Pairs needed for a paired t-test to detect `effect` with `power` (statsmodels TTestPower).
+
+    `effect` and `sd_diff` are in the same units (the sd observed over our pairs). None when
+    there is no spread to plan with (sd missing, zero or NaN) or no effect to detect.
+    """
+    from statsmodels.stats.power import TTestPower
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning  # registers its filters now
+
+    _check_alternative(alternative)
+    if sd_diff is None or not math.isfinite(sd_diff) or sd_diff <= 0:
+        return None
+    if not math.isfinite(effect) or effect == 0:
+        return None
+    d = abs(effect) / sd_diff
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # handled below
+            n = float(
+                TTestPower().solve_power(
+                    effect_size=d, alpha=alpha, power=power,
+                    alternative=_power_alternative(alternative),
+                )
+            )  # fmt: skip
+    except (ValueError, RuntimeError, ArithmeticError):
+        n = math.nan
+    if not math.isfinite(n):
+        # Solver failure (extreme d): the normal approximation is close enough to plan with.
+        z_alpha = sps.norm.ppf(1 - (alpha / 2 if alternative == "two-sided" else alpha))
+        n = ((z_alpha + sps.norm.ppf(power)) / d) ** 2 + 1
+    return max(2, math.ceil(n - 1e-9))
+
+
+def minimum_detectable_effect(
+    n: int, sd_diff: float, alpha: float = 0.05, power: float = 0.8, alternative: str = "greater"
+) -> float:
+    """Smallest true mean difference detected with `power` at this n (metric units)."""
+    from statsmodels.stats.power import TTestPower
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning  # registers its filters now
+
+    if n < 2 or not math.isfinite(sd_diff) or sd_diff <= 0:
+        return math.nan
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # NaN is reported as such
+            d = TTestPower().solve_power(
+                nobs=n, alpha=alpha, power=power, alternative=_power_alternative(alternative)
+            )
+    except (ValueError, RuntimeError, ArithmeticError):
+        return math.nan
+    return float(np.asarray(d).item()) * sd_diff
+
+
+def paired_comparison(
+    a: Sequence[float],
+    b: Sequence[float],
+    alternative: str = "greater",
+    level: float = 0.95,
+) -> PairedResult:
+    """Compare a (candidate) with b (baseline), pair by pair: differences a - b.
+
+    `alternative` refers to mean(a - b): "greater" tests a > b. Where the differences have
+    no spread the t-test is undefined (t and p_value NaN) but the interval is the point itself
+    and the sign-flip test is still exact.
+    """
+    _check_alternative(alternative)
+    a_arr, b_arr = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a_arr.shape != b_arr.shape or a_arr.ndim != 1:
+        raise HarnessError(
+            f"paired_comparison needs two equally long 1-D sequences (got {a_arr.shape} and "
+            f"{b_arr.shape}); match the runs by seed first"
+        )
+    d = a_arr - b_arr
+    if np.isnan(d).any():
+        raise HarnessError("paired_comparison got NaN values; drop runs without the metric first")
+    return _from_diffs(d, alternative, level)
+
+
+def _from_diffs(d: np.ndarray, alternative: str, level: float, **extra) -> PairedResult:
+    n = int(d.size)
+    nan = math.nan
+    if n == 0:
+        return PairedResult(0, nan, nan, nan, nan, nan, nan, nan, nan, 0, 0, nan, False,
+                            alternative, level, **extra)  # fmt: skip
+    mean = float(d.mean())
+    sd = float(d.std(ddof=1)) if n > 1 else nan
+    # Spread below float noise of the values counts as none (identical runs, exact quantities).
+    spread = n > 1 and sd > 1e-12 * max(1.0, float(np.abs(d).max()))
+    t_stat = p_value = d_z = nan
+    if spread:
+        t_stat = mean / (sd / math.sqrt(n))
+        if alternative == "greater":
+            p_value = float(sps.t.sf(t_stat, n - 1))
+        elif alternative == "less":
+            p_value = float(sps.t.cdf(t_stat, n - 1))
+        else:
+            p_value = float(2 * sps.t.sf(abs(t_stat), n - 1))
+        d_z = mean / sd
+    elif n > 1:
+        sd = 0.0
+    ci_low, ci_high = t_interval(n, mean, sd, level)
+    return PairedResult(
+        n=n,
+        mean_diff=mean,
+        sd_diff=sd,
+        ci_low=ci_low,
+        ci_high=ci_high,
+        t=t_stat,
+        p_value=p_value,
+        p_permutation=sign_flip_p(d, alternative),
+        d_z=d_z,
+        wins=int(np.count_nonzero(d > 0)),
+        losses=int(np.count_nonzero(d < 0)),
+        mde=minimum_detectable_effect(n, sd, 1 - level, 0.8, alternative) if spread else nan,
+        testable=bool(spread),
+        alternative=alternative,
+        level=level,
+        diffs=tuple(float(x) for x in d),
+        **extra,
+    )
+
+
+def one_sample(
+    x: Sequence[float], value: float, alternative: str = "two-sided", level: float = 0.95
+) -> PairedResult:
+    """A model's own level against a stated value: the differences x - value."""
+    values = np.asarray(x, dtype=float)
+    return paired_comparison(values, np.full(values.shape, float(value)), alternative, level)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm step-down adjusted p-values, in input order; NaN entries stay NaN, not counted in m."""
+    p = np.asarray(p_values, dtype=float)
+    valid = np.flatnonzero(~np.isnan(p))
+    adjusted = np.full(p.shape, np.nan)
+    m = valid.size
+    running = 0.0
+    for rank, index in enumerate(valid[np.argsort(p[valid], kind="stable")]):
+        running = max(running, (m - rank) * p[index])
+        adjusted[index] = min(1.0, running)
+    return [float(x) for x in adjusted]
+
+
+def log_ratio(candidate: Sequence[float], baseline: Sequence[float]) -> np.ndarray:
+    """log(candidate / baseline) per pair; ValueError if a value is not positive."""
+    c, b = np.asarray(candidate, dtype=float), np.asarray(baseline, dtype=float)
+    if (c <= 0).any() or (b <= 0).any():
+        raise ValueError(
+            "log-ratio needs positive values; a run has a value <= 0 (relative change undefined)"
+        )
+    return np.log(c / b)
+
+
+def rel_to_log(rel_change: float) -> float:
+    """A relative change (-0.35 = 35% lower) on the log-ratio scale."""
+    return math.log1p(rel_change)
+
+
+def log_to_rel(log_value: float) -> float:
+    """A log-ratio back to a relative change (0.2 -> +22.1%, as the fraction 0.221)."""
+    return math.expm1(log_value)
+
+
+def direction(metric: str) -> str:
+    """"higher" or "lower" is better for `metric`; HarnessError if it has no direction."""
+    try:
+        return METRIC_DIRECTIONS[metric]
+    except KeyError:
+        raise HarnessError(
+            f"metric {metric!r} has no better direction; known: {', '.join(METRIC_DIRECTIONS)}"
+        ) from None
+
+
+def paired_cell(
+    df: pd.DataFrame,
+    metric: str,
+    dataset: str,
+    model: str,
+    baseline: str,
+    *,
+    alternative: str = "greater",
+    level: float = 0.95,
+    oriented: bool = True,
+    scale: str = "diff",
+) -> PairedResult:
+    """Compare `model` with `baseline` on `dataset`, runs matched on (seed, split_seed).
+
+    oriented=True: positive = candidate better (candidate - baseline for higher-is-better
+    metrics, baseline - candidate for lower-is-better). scale="log": log-ratios
+    log(candidate / baseline) (sign-flipped likewise when oriented). A run without the metric is
+    dropped; if one (seed, split_seed) has several runs, the latest job (highest job_id) counts.
+    """
+    if scale not in ("diff", "log"):
+        raise HarnessError(f"unknown scale {scale!r}; valid: diff, log")
+    if metric not in df.columns:
+        raise HarnessError(f"results have no column {metric!r}; columns: {', '.join(df.columns)}")
+    sign = 1.0
+    if oriented and direction(metric) == "lower":
+        sign = -1.0
+    cand = _runs(df, metric, dataset, model)
+    base = _runs(df, metric, dataset, baseline)
+    both = cand.merge(base, on=["seed", "split_seed"], suffixes=("_c", "_b")).sort_values(
+        ["seed", "split_seed"]
+    )
+    c_val = both[f"{metric}_c"].to_numpy(float)
+    b_val = both[f"{metric}_b"].to_numpy(float)
+    raw = log_ratio(c_val, b_val) if scale == "log" else c_val - b_val
+    jobs = tuple(zip(both["job_id_c"].astype(int), both["job_id_b"].astype(int), strict=True))
+    what = "log(candidate/baseline)" if scale == "log" else "candidate - baseline"
+    orientation = f"-({what})" if sign < 0 else what
+    return _from_diffs(sign * raw, alternative, level, orientation=orientation, job_ids=jobs)
+
+
+def _runs(df: pd.DataFrame, metric: str, dataset: str, model: str) -> pd.DataFrame:
+    rows = df[(df["dataset"] == dataset) & (df["model"] == model)]
+    rows = rows[rows[metric].notna()].sort_values("job_id")
+    rows = rows.drop_duplicates(["seed", "split_seed"], keep="last")
+    return rows[["seed", "split_seed", "job_id", metric]]
+
+
+def compare_cells(
+    df: pd.DataFrame,
+    metric: str,
+    baseline: str,
+    candidates: Sequence[str],
+    datasets: Sequence[str] | None = None,
+    *,
+    scale: str = "diff",
+    oriented: bool = False,
+    level: float = 0.95,
+) -> pd.DataFrame:
+    """Every (dataset, candidate) cell of one table against `baseline`, Holm-corrected together.
+
+    Two-sided tests. The p used for Holm (`p_test`) is the larger of the t-test and the exact
+    sign-flip p, so a cell counts only where both agree; `p_adjusted` is Holm over the cells
+    that have data. Columns: dataset, candidate, baseline, metric, scale, result (PairedResult),
+    n, mean_diff, ci_low, ci_high, p_value, p_permutation, p_test, p_adjusted, m.
+    """
+    if datasets is None:
+        datasets = sorted(df.loc[df["model"] == baseline, "dataset"].unique())
+    rows = []
+    for dataset in datasets:
+        for candidate in candidates:
+            if candidate == baseline:
+                continue
+            try:
+                res = paired_cell(df, metric, dataset, candidate, baseline,
+                                  alternative="two-sided", level=level, oriented=oriented,
+                                  scale=scale)  # fmt: skip
+                error = None
+            except ValueError as exc:  # log-ratio of a non-positive value
+                res, error = _from_diffs(np.empty(0), "two-sided", level), str(exc)
+            p_test = np.nanmax([res.p_value, res.p_permutation]) if res.n else math.nan
+            rows.append({"dataset": dataset, "candidate": candidate, "baseline": baseline,
+                         "metric": metric, "scale": scale, "result": res, "n": res.n,
+                         "mean_diff": res.mean_diff, "ci_low": res.ci_low,
+                         "ci_high": res.ci_high, "p_value": res.p_value,
+                         "p_permutation": res.p_permutation, "p_test": float(p_test),
+                         "error": error})  # fmt: skip
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    frame["p_adjusted"] = holm(frame["p_test"].tolist())
+    frame["m"] = int(frame["p_test"].notna().sum())
+    return frame
