@@ -35,10 +35,11 @@ def run(args: argparse.Namespace) -> int:
     # Imported here so that other commands do not pay for importing torch.
     from models import MODEL_NAMES, build_model, count_parameters, describe
 
-    for option, value in (("--in-channels", args.in_channels), ("--num-classes", args.num_classes)):
+    checks = (("--in-channels", args.in_channels, 3), ("--num-classes", args.num_classes, 10))
+    for option, value, example in checks:
         if value < 1:
             raise HarnessError(
-                f"{option} must be a positive integer, got {value} (e.g. {option} 3)"
+                f"{option} must be a positive integer, got {value} (e.g. {option} {example})"
             )
     rows = []
     for name in MODEL_NAMES:
