@@ -1,16 +1,63 @@
-"""`harness report` (work in progress: its owner replaces this module)."""
+"""`harness report`: Tables 3-9 with statistics, the claims audit and figures, from the database."""
 
 from __future__ import annotations
 
 import argparse
 
+from harness.commands._common import add_db_option, db_url
+from harness.config import PROTOCOLS
 from harness.errors import HarnessError
+
+EXTRA_FORMATS = ("md", "latex", "csv", "json")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("report", help="(not yet available)")
+    parser = subparsers.add_parser(
+        "report",
+        help="write reports/<name>/index.html: Tables 3-9, statistics, claims, figures",
+        description="Rebuild the paper's Tables 3-9 from the results database, with mean ± SD "
+        "over seeds, the paper's values, paired tests against the baseline, the claims audit "
+        "and figures. index.html is always written; --format adds other formats next to it.",
+    )
+    parser.add_argument(
+        "--html", action="store_true", help="write the HTML report (the default; always written)"
+    )
+    parser.add_argument("--out", default="reports", help="parent directory (default: reports)")
+    parser.add_argument(
+        "--protocol", choices=PROTOCOLS, default=None, help="only this protocol (default: all)"
+    )
+    parser.add_argument(
+        "--format",
+        action="append",
+        default=[],
+        metavar="FMT",
+        help=f"also write FMT ({', '.join(EXTRA_FORMATS)}); repeat or comma-separate",
+    )
+    parser.add_argument(
+        "--name", default=None, help="report directory name (default: from the grid names)"
+    )
+    add_db_option(parser)
     parser.set_defaults(func=run)
 
 
+def parse_formats(values: list[str]) -> tuple[str, ...]:
+    formats = [f.strip().lower() for value in values for f in value.split(",") if f.strip()]
+    unknown = [f for f in formats if f not in (*EXTRA_FORMATS, "html")]
+    if unknown:
+        raise HarnessError(
+            f"unknown --format {', '.join(unknown)}; valid: {', '.join(EXTRA_FORMATS)}"
+        )
+    return ("html", *dict.fromkeys(f for f in formats if f != "html"))
+
+
 def run(args: argparse.Namespace) -> int:
-    raise HarnessError("`harness report` is not available yet")
+    from harness.report import build_report
+
+    formats = parse_formats(args.format)
+    index = build_report(
+        db_url(args), out_dir=args.out, protocol=args.protocol, formats=formats, name=args.name
+    )
+    written = ", ".join(sorted(p.name for p in index.parent.iterdir() if p.suffix != ".png"))
+    figures = sum(1 for p in index.parent.iterdir() if p.suffix == ".png")
+    print(f"report written: {index} ({written}; {figures} figure(s))")
+    return 0

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from harness.db import EpochRow, GradientLayer, Job, Result
+from harness.gradients import vanishing_count
 
 # Result columns copied under their database names (fractions, seconds, counts as stored).
 RESULT_COLUMNS = (
@@ -65,24 +66,13 @@ JOBS_COLUMNS = (
 def _health_score(
     layer_means: Sequence[float | None], low: float, high: float, count_silent: bool = False
 ) -> float:
-    """GHS from harness.gradients (the training engineer's single definition)."""
+    """GHS by harness.gradients' single definition; NaN where no layer was measured."""
+    from harness.gradients import health_score
+
     try:
-        from harness.gradients import health_score
-    except ImportError:  # pragma: no cover - only before harness.gradients has landed
-        health_score = _fallback_health_score
-    return float(health_score(layer_means, low, high, count_silent=count_silent))
-
-
-def _fallback_health_score(
-    layer_means: Sequence[float | None], low: float, high: float, count_silent: bool = False
-) -> float:
-    # REFERENCE_NOTES: healthy = mean strictly inside (low, high); silent layers (None) count
-    # in the denominator only under the ghs_count_silent quirk.
-    fired = [m for m in layer_means if m is not None]
-    total = len(layer_means) if count_silent else len(fired)
-    if total == 0:
+        return float(health_score(layer_means, low, high, count_silent=count_silent))
+    except ValueError:  # every layer silent: there is no score to report
         return float("nan")
-    return sum(1 for m in fired if low < m < high) / total
 
 
 def first_line(text: str | None) -> str:
@@ -112,7 +102,7 @@ def gradient_summary(
             out[name] = _health_score(output_means, low, high, count_silent)
         fired = np.array([m for m in output_means if m is not None], dtype=float)
         out["n_silent"] = float(len(output_means) - len(fired))
-        out["n_vanishing"] = float(np.sum(fired <= VANISHING_THRESHOLD))
+        out["n_vanishing"] = float(vanishing_count(output_means, VANISHING_THRESHOLD))
         if fired.size:
             # Population SD over layers, as numpy's default (the paper's "Std" column).
             out["grad_norm_avg"] = float(fired.mean())

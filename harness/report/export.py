@@ -1,0 +1,242 @@
+"""The report's other formats: Markdown, LaTeX, CSV (long cells) and JSON.
+
+Database strings are escaped for each format: HTML entities in Markdown (a model named
+`<script>` must not become markup in a Markdown viewer), LaTeX specials in LaTeX.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.report.render import ReportData, is_missing
+from harness.report.tables import (
+    DATASET_LABELS,
+    LEGEND,
+    METRIC_LABELS,
+    MODEL_LABELS,
+    ReportTable,
+    cell_text,
+    label,
+    marks_text,
+)
+
+
+def _header(table: ReportTable) -> list[str]:
+    labels = METRIC_LABELS if table.spec.by_metric else MODEL_LABELS
+    heads = ["Dataset", "Model"][: len(table.row_fields)]
+    return heads + [label(c, labels) for c in table.columns]
+
+
+def _rows(table: ReportTable) -> list[list[str]]:
+    rows = []
+    for row in table.rows:
+        labels = [label(row[0], DATASET_LABELS)] + [label(v, MODEL_LABELS) for v in row[1:]]
+        rows.append(labels + [cell_text(table.cell(row, c)) for c in table.columns])
+    return rows
+
+
+# ---------------------------------------------------------------- Markdown
+
+
+def _md(text: Any) -> str:
+    escaped = html.escape(str(text), quote=False).replace("|", "\\|")
+    return escaped.replace("\n", " ")
+
+
+def markdown(data: ReportData) -> str:
+    lines = [f"# GradAttn reproduction report: {_md(data.name)}", "",
+             f"Generated {data.generated_at} from `{_md(data.database)}`.", "", _md(LEGEND), ""]  # fmt: skip
+    lines += [_md(note) for note in data.notes]
+    for report in data.protocols:
+        lines += ["", f"## Protocol {_md(report.protocol)}", ""]
+        lines += [_md(note) for note in report.notes]
+        for table in report.tables:
+            lines += ["", f"### Table {table.number}. {_md(table.spec.title)}", ""]
+            lines += [_md(note) + "\n" for note in table.notes]
+            header = _header(table)
+            lines.append("| " + " | ".join(_md(h) for h in header) + " |")
+            lines.append("|" + "---|" * len(header))
+            for row in _rows(table):
+                lines.append("| " + " | ".join(_md(v) for v in row) + " |")
+        lines += ["", "### Claims", "", "```", data.verdict_rule.strip(), "```", ""]
+        if report.claims_error:
+            lines.append(_md(report.claims_error))
+        for claim in report.claims:
+            lines.append(
+                f"- **{_md(claim.id)}** {_md(claim.text)}: **{_md(claim.verdict)}** "
+                f"({_md(claim.reason)}). Baseline check: {_md(claim.baseline_check)}. "
+                f"Claimed: {_md(claim.claimed)}."
+            )
+    failed = data.jobs[data.jobs["status"] != "done"]
+    lines += ["", "## Missing and failed jobs", ""]
+    if failed.empty:
+        lines.append("None.")
+    for job in failed.itertuples(index=False):
+        lines.append(
+            f"- job {job.job_id} {_md(job.protocol)}/{_md(job.dataset)}/{_md(job.model)} seed "
+            f"{job.seed}: {_md(job.status)} {_md(job.error_line)}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(data: ReportData, out_dir: Path) -> Path:
+    path = out_dir / "report.md"
+    path.write_text(markdown(data), encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------- LaTeX
+
+_LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "<": r"\textless{}", ">": r"\textgreater{}",
+}  # fmt: skip
+_LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "▲": r"$\blacktriangle$",
+                  "▼": r"$\blacktriangledown$", "–": "--", "−": "-", "→": r"$\to$",
+                  "α": r"$\alpha$"}  # fmt: skip
+_LATEX_RE = re.compile("|".join(re.escape(k) for k in [*_LATEX_SPECIALS, *_LATEX_SYMBOLS]))
+
+
+def latex_escape(text: Any) -> str:
+    return _LATEX_RE.sub(
+        lambda m: _LATEX_SPECIALS.get(m.group(0)) or _LATEX_SYMBOLS[m.group(0)], str(text)
+    )
+
+
+def latex(data: ReportData) -> str:
+    out = [
+        r"\documentclass{article}",
+        r"\usepackage[landscape,margin=1cm]{geometry}",
+        r"\usepackage{booktabs,amssymb,longtable}",
+        r"\begin{document}",
+        rf"\section*{{GradAttn reproduction report: {latex_escape(data.name)}}}",
+        latex_escape(LEGEND),
+        "",
+    ]
+    for report in data.protocols:
+        out.append(rf"\subsection*{{Protocol {latex_escape(report.protocol)}}}")
+        for table in report.tables:
+            header = _header(table)
+            out += [
+                rf"\subsubsection*{{Table {table.number}. {latex_escape(table.spec.title)}}}",
+                r"{\scriptsize",
+                r"\begin{longtable}{" + "l" * len(table.row_fields) + "p{3.2cm}" * len(table.columns) + "}",
+                r"\toprule",
+                " & ".join(latex_escape(h) for h in header) + r" \\",
+                r"\midrule",
+            ]  # fmt: skip
+            for row in _rows(table):
+                cells = [latex_escape(v).replace(" | ", r" \newline ") for v in row]
+                out.append(" & ".join(cells) + r" \\")
+            out += [r"\bottomrule", r"\end{longtable}", "}"]
+        if report.claims:
+            out.append(r"\subsubsection*{Claims}")
+            out.append(r"\begin{itemize}")
+            for claim in report.claims:
+                out.append(
+                    rf"\item \textbf{{{latex_escape(claim.id)}}} {latex_escape(claim.text)}: "
+                    rf"\textbf{{{latex_escape(claim.verdict)}}} ({latex_escape(claim.reason)})"
+                )
+            out.append(r"\end{itemize}")
+    out.append(r"\end{document}")
+    return "\n".join(out) + "\n"
+
+
+def write_latex(data: ReportData, out_dir: Path) -> Path:
+    path = out_dir / "report.tex"
+    path.write_text(latex(data), encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------- CSV and JSON
+
+
+def cells_frame(data: ReportData) -> pd.DataFrame:
+    """Every table cell of every protocol, long format, in the paper's display units."""
+    frames = []
+    for report in data.protocols:
+        for table in report.tables:
+            cells = table.cells.copy()
+            cells.insert(0, "protocol", report.protocol)
+            cells["marks"] = [marks_text(m) for m in cells["marks"]]
+            for name in ("values", "seeds", "job_ids"):
+                cells[name] = [" ".join(map(str, v)) for v in cells[name]]
+            frames.append(cells)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def write_csv(data: ReportData, out_dir: Path) -> Path:
+    path = out_dir / "tables.csv"
+    cells_frame(data).to_csv(path, index=False)
+    return path
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: NaN -> null, numpy scalars -> Python, tuples -> lists, dataclasses -> dicts."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if hasattr(value, "__dataclass_fields__"):
+        return _clean(vars(value))
+    if hasattr(value, "item") and not isinstance(value, str):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if is_missing(value):
+        return None
+    if isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def report_json(data: ReportData) -> dict[str, Any]:
+    from harness.report.html import provenance_items
+
+    protocols = {}
+    for report in data.protocols:
+        protocols[report.protocol] = {
+            "notes": report.notes,
+            "tables": [
+                {
+                    "number": t.number,
+                    "title": t.spec.title,
+                    "columns": t.columns,
+                    "rows": [list(r) for r in t.rows],
+                    "notes": t.notes,
+                    "cells": t.cells.to_dict("records"),
+                }
+                for t in report.tables
+            ],  # fmt: skip
+            "claims": [vars(c) if hasattr(c, "__dataclass_fields__") else c for c in report.claims],
+            "claims_error": report.claims_error,
+            "figures": [vars(f) for f in report.figures],
+        }
+    jobs = data.jobs.drop(columns=["error"]).astype(object).where(data.jobs.notna(), None)
+    return _clean(
+        {
+            "name": data.name,
+            "generated_at": data.generated_at,
+            "database": data.database,
+            "legend": LEGEND,
+            "verdict_rule": data.verdict_rule,
+            "notes": data.notes,
+            "provenance": {i["name"]: i["value"] for i in provenance_items(data)},
+            "protocols": protocols,
+            "jobs": jobs.to_dict("records"),
+        }
+    )
+
+
+def write_json(data: ReportData, out_dir: Path) -> Path:
+    path = out_dir / "report.json"
+    path.write_text(json.dumps(report_json(data), indent=1, ensure_ascii=False), encoding="utf-8")
+    return path

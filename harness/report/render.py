@@ -1,0 +1,207 @@
+"""`build_report`: load the database, rebuild the tables, claims and figures, write the report.
+
+The report directory is written in a temporary sibling and renamed into place, so a reader
+never sees a half-written report; the HTML opens offline (inline CSS and JS, relative PNGs).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy.engine import Engine, make_url
+
+from harness.config import PROTOCOLS
+from harness.db import make_engine, mask_url
+from harness.errors import HarnessError
+from harness.report import load
+from harness.report.figures import Figure, all_figures
+from harness.report.tables import ReportTable, build_tables, dedupe
+
+FORMATS = ("html", "md", "latex", "csv", "json")
+DEFAULT_OUT = Path("reports")
+
+
+@dataclass
+class ProtocolReport:
+    """Everything the renderers need for one protocol."""
+
+    protocol: str
+    results: pd.DataFrame
+    tables: list[ReportTable]
+    claims: list[Any]
+    claims_error: str
+    figures: list[Figure]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ReportData:
+    name: str
+    database: str  # masked URL
+    generated_at: str
+    protocols: list[ProtocolReport]
+    jobs: pd.DataFrame
+    results: pd.DataFrame  # all selected protocols
+    verdict_rule: str
+    notes: list[str] = field(default_factory=list)
+
+
+def _engine(db: str | Engine) -> tuple[Engine, str]:
+    if isinstance(db, Engine):
+        return db, mask_url(db.url.render_as_string(hide_password=True))
+    url = str(db)
+    if url.startswith("sqlite"):
+        path = make_url(url).database
+        # A report must not create an empty database file where the user mistyped a path.
+        if path and path != ":memory:" and not Path(path).exists():
+            raise HarnessError(
+                f"no database at {path}; pass the URL your workers use (--db / HARNESS_DB)"
+            )
+    return make_engine(url), mask_url(url)
+
+
+def default_name(grids: list[str]) -> str:
+    """reports/<name>: the grid names joined with '+', or 'report' when none fit."""
+    names = sorted({g for g in grids if g})
+    name = re.sub(r"[^A-Za-z0-9_.+-]+", "_", "+".join(names)).strip("._")
+    return name[:80] if names and len(names) <= 3 and name else "report"
+
+
+def _check_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}", name):
+        raise HarnessError(
+            f"invalid report name {name!r}; use letters, digits and _ . + - (no path separators)"
+        )
+    return name
+
+
+def _claims(results: pd.DataFrame, protocol: str) -> tuple[list[Any], str]:
+    from harness.report.claims import evaluate_claims
+
+    try:
+        return list(evaluate_claims(results, protocol)), ""
+    except HarnessError as exc:  # a claim that cannot be evaluated must not sink the report
+        return [], f"claims could not be evaluated: {exc}"
+
+
+def _verdict_rule() -> str:
+    from harness.report.claims import VERDICT_RULE
+
+    return VERDICT_RULE
+
+
+def collect(
+    db: str | Engine, protocol: str | None, name: str | None, figure_dir: Path | None
+) -> ReportData:
+    """Load and compute everything (figures are drawn into figure_dir when given)."""
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise HarnessError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
+    engine, shown_url = _engine(db)
+    jobs = load.load_jobs(engine)
+    if jobs.empty:
+        raise HarnessError(
+            f"the database {shown_url} has no jobs; run `harness enqueue` and `harness worker` "
+            "first (or `harness demo`)"
+        )
+    if protocol is not None:
+        jobs = jobs[jobs["protocol"] == protocol]
+        if jobs.empty:
+            present = ", ".join(sorted(load.load_jobs(engine)["protocol"].unique()))
+            raise HarnessError(f"no jobs under protocol {protocol!r}; the database has: {present}")
+    results = load.load_results(engine, protocol)
+    epochs = load.load_epochs(engine, protocol)
+    gradients = load.load_gradients(engine, protocol)
+    data = ReportData(
+        name=_check_name(name) if name else default_name(list(jobs["grid"])),
+        database=shown_url,
+        generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        protocols=[],
+        jobs=jobs,
+        results=results,
+        verdict_rule=_verdict_rule(),
+    )
+    if results.empty:
+        data.notes.append("No job has finished yet: the tables are empty; see the runs below.")
+    for proto in [p for p in PROTOCOLS if p in set(results["protocol"])]:
+        subset, dropped = dedupe(results[results["protocol"] == proto])
+        report = ProtocolReport(proto, subset, build_tables(subset), [], "", [])
+        if dropped:
+            report.notes.append(
+                f"{dropped} result(s) repeat a (dataset, model, seed, split seed) of another "
+                "grid; the newest job of each is used."
+            )
+        report.claims, report.claims_error = _claims(subset, proto)
+        if figure_dir is not None:
+            report.figures = all_figures(
+                subset,
+                epochs[epochs["job_id"].isin(subset["job_id"])],
+                gradients[gradients["job_id"].isin(subset["job_id"])],
+                proto,
+                figure_dir,
+            )
+        data.protocols.append(report)
+    return data
+
+
+def build_report(
+    db: str | Engine,
+    out_dir: str | Path | None = None,
+    protocol: str | None = None,
+    formats: tuple[str, ...] | list[str] = ("html",),
+    name: str | None = None,
+) -> Path:
+    """Write <out_dir>/<name>/index.html (+ report.md, report.tex, tables.csv, report.json as
+    asked) and return the path of index.html. HTML is always written: it is the report."""
+    from harness.report import export, html
+
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise HarnessError(
+            f"unknown report format(s) {', '.join(unknown)}; valid: {', '.join(FORMATS)}"
+        )
+    out_root = Path(out_dir) if out_dir is not None else DEFAULT_OUT
+    out_root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out_root))
+    try:
+        data = collect(db, protocol, name, staging)
+        html.write_html(data, staging / "index.html")
+        writers = {"md": export.write_markdown, "latex": export.write_latex,
+                   "csv": export.write_csv, "json": export.write_json}  # fmt: skip
+        for fmt in dict.fromkeys(formats):
+            if fmt in writers:
+                writers[fmt](data, staging)
+        final = out_root / data.name
+        _swap_into_place(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final / "index.html"
+
+
+def _swap_into_place(staging: Path, final: Path) -> None:
+    """Replace `final` by `staging` with renames only (the old report stays whole until then)."""
+    staging.chmod(0o755)  # mkdtemp makes it private; a report is meant to be shared
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{staging.name}")
+        final.rename(old)
+        staging.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(final)
+
+
+def template_text(name: str) -> str:
+    return resources.files("harness.report").joinpath("templates", name).read_text("utf-8")
+
+
+def is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))

@@ -1,0 +1,383 @@
+"""Tables 3-9 of the paper rebuilt from the results frame (harness.report.load.load_results).
+
+Each table is a `ReportTable`: a long frame of cells (one per row x column, with mean, SD, n,
+the per-seed values, the paper's value, ours - paper, and the significance marks against the
+baseline(s)), plus the paper's layout. Values are in the paper's units (percent for accuracies
+and gaps), converted from the database's fractions here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.paper import paper_values
+from harness.report import stats
+
+BASELINE = "resnet18"
+MAIN_MODELS = ("resnet18", "gradattn_nope", "gradattn_learnable", "gradattn_rope")
+TABLE9_MODELS = (*MAIN_MODELS[:1], "se_resnet18", "cbam_resnet18", *MAIN_MODELS[1:])
+TABLE9_BASELINES = ("resnet18", "se_resnet18", "cbam_resnet18")
+ALPHA = 0.05
+
+MODEL_LABELS = {
+    "resnet18": "ResNet-18",
+    "gradattn_nope": "No PE",
+    "gradattn_learnable": "Learnable PE",
+    "gradattn_rope": "RoPE",
+    "se_resnet18": "SE-ResNet-18",
+    "cbam_resnet18": "CBAM-ResNet-18",
+}
+BASELINE_SHORT = {"resnet18": "R", "se_resnet18": "SE", "cbam_resnet18": "CBAM"}
+DATASET_LABELS = {
+    "tinyimagenet": "Tiny ImageNet",
+    "svhn": "SVHN",
+    "cifar10": "CIFAR-10",
+    "fashionmnist": "FashionMNIST",
+    "tissuemnist": "TissueMNIST",
+    "bloodmnist": "BloodMNIST",
+    "pcam": "PCam",
+    "padufes20": "PAD-UFES-20",
+    "digits": "Digits (embedded)",
+}
+METRIC_LABELS = {
+    "top1": "Top-1 (%)",
+    "top3": "Top-3 (%)",
+    "top5": "Top-5 (%)",
+    "f1": "F1 (macro)",
+    "ece": "ECE",
+    "precision_macro": "Precision (macro)",
+    "recall_macro": "Recall (macro)",
+    "f1_macro": "F1 (macro)",
+    "precision_weighted": "Precision (weighted)",
+    "recall_weighted": "Recall (weighted)",
+    "f1_weighted": "F1 (weighted)",
+    "gen_gap": "Gap (pp)",
+    "ghs_1e-7_1e2": "GHS [1e-7, 1e2]",
+    "ghs_1e-6_1e1": "GHS [1e-6, 1e1]",
+    "ghs_1e-5_1e0": "GHS [1e-5, 1e0]",
+    "param_ghs_1e-6_1e1": "GHS param-mode [1e-6, 1e1]",
+    "n_vanishing": "Vanishing layers",
+    "n_silent": "Silent layers",
+    "grad_norm_avg": "Grad norm avg",
+    "grad_norm_std": "Grad norm SD",
+    "grad_norm_min": "Grad norm min",
+    "grad_norm_max": "Grad norm max",
+    "epoch_seconds": "Seconds / epoch",
+}
+# Display unit per metric: percent-like metrics are multiplied by 100 (the DB stores fractions).
+PERCENT_METRICS = {"top1", "top3", "top5", "gen_gap"}
+DECIMALS = {"percent": 2, "fraction": 3, "seconds": 2, "norm": 3, "layers": 1}
+
+
+def metric_unit(metric: str) -> str:
+    if metric in PERCENT_METRICS:
+        return "percent"
+    if metric == "epoch_seconds":
+        return "seconds"
+    if metric.startswith("grad_norm"):
+        return "norm"
+    if metric.startswith("n_"):
+        return "layers"
+    return "fraction"
+
+
+def to_display(metric: str, value: float) -> float:
+    """A database value (fraction) in the paper's printed unit."""
+    return value * 100.0 if metric in PERCENT_METRICS else value
+
+
+def fmt(value: float | None, metric: str, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    decimals = DECIMALS[metric_unit(metric)]
+    return f"{value:+.{decimals}f}" if signed else f"{value:.{decimals}f}"
+
+
+def label(name: str, labels: dict[str, str]) -> str:
+    return labels.get(name, name)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    number: int
+    title: str
+    metrics: tuple[str, ...]
+    models: tuple[str, ...]
+    by_metric: bool  # True: rows (dataset, model), columns metrics; else rows dataset, cols model
+    baselines: tuple[str, ...] = (BASELINE,)
+    all_models_with_data: bool = False  # rows for every (dataset, model) with data
+    note: str = ""
+
+
+TABLE_SPECS: tuple[TableSpec, ...] = (
+    TableSpec(3, "Top-1 accuracy (%)", ("top1",), MAIN_MODELS, False),
+    TableSpec(
+        4, "Top-3/Top-5 accuracy (%), F1 and ECE", ("top3", "top5", "f1", "ece"),
+        MAIN_MODELS, True,
+        note="The paper prints these for its representative pairs; F1 is the macro F1 "
+        "(Section 4.3.1), although some of the paper's values equal the weighted F1.",
+    ),
+    TableSpec(
+        5, "Precision, recall and F1 (macro and weighted)",
+        ("precision_macro", "recall_macro", "f1_macro",
+         "precision_weighted", "recall_weighted", "f1_weighted"),
+        MAIN_MODELS, True,
+    ),
+    TableSpec(
+        6, "Generalization gap (pp): train - validation accuracy at the evaluated epoch",
+        ("gen_gap",), MAIN_MODELS, False,
+    ),
+    TableSpec(
+        7, "Gradient health: GHS under three threshold ranges, norms, vanishing layers",
+        ("ghs_1e-7_1e2", "ghs_1e-6_1e1", "ghs_1e-5_1e0", "param_ghs_1e-6_1e1", "n_vanishing",
+         "n_silent", "grad_norm_avg", "grad_norm_std", "grad_norm_min", "grad_norm_max"),
+        MAIN_MODELS, True, all_models_with_data=True,
+        note="The paper reports Tiny ImageNet only; we compute every dataset with data. GHS "
+        "columns and norms are the output-gradient (module hook) mode unless marked param-mode "
+        "(per-parameter gradient norms); silent layers count only under quirk ghs_count_silent.",
+    ),
+    TableSpec(
+        8, "Average seconds per epoch (training + validation pass)", ("epoch_seconds",),
+        MAIN_MODELS, False,
+        note="Each cell names the device and how many jobs shared it (slots); times from "
+        "different devices or slot counts are not comparable with each other or the paper.",
+    ),
+    TableSpec(
+        9, "Top-1 accuracy (%) against attention baselines", ("top1",), TABLE9_MODELS, False,
+        baselines=TABLE9_BASELINES,
+    ),
+)  # fmt: skip
+
+
+@dataclass
+class ReportTable:
+    """One rebuilt table: its layout and a long frame of cells (see CELL_COLUMNS)."""
+
+    spec: TableSpec
+    rows: list[tuple[str, ...]]  # (dataset,) or (dataset, model)
+    columns: list[str]  # models or metrics
+    cells: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+    _index: dict[tuple[str, ...], dict[str, Any]] | None = field(default=None, repr=False)
+
+    @property
+    def number(self) -> int:
+        return self.spec.number
+
+    @property
+    def row_fields(self) -> tuple[str, ...]:
+        return ("dataset", "model") if self.spec.by_metric else ("dataset",)
+
+    @property
+    def column_field(self) -> str:
+        return "metric" if self.spec.by_metric else "model"
+
+    def cell(self, row: tuple[str, ...], column: str) -> dict[str, Any]:
+        """The cell's record ({} if the layout has no such cell)."""
+        if self._index is None:
+            self._index = {}
+            for rec in self.cells.to_dict("records"):
+                key = tuple(rec[name] for name in self.row_fields) + (rec[self.column_field],)
+                self._index[key] = rec
+        return self._index.get((*row, column), {})
+
+    def display(self) -> pd.DataFrame:
+        """The table as the paper lays it out, one formatted string per cell."""
+        records = []
+        for row in self.rows:
+            rec = {name: value for name, value in zip(self.row_fields, row, strict=True)}
+            for column in self.columns:
+                rec[column] = cell_text(self.cell(row, column))
+            records.append(rec)
+        return pd.DataFrame.from_records(records, columns=[*self.row_fields, *self.columns])
+
+
+CELL_COLUMNS = (
+    "table", "dataset", "model", "metric", "unit", "n", "mean", "sd", "values", "seeds",
+    "job_ids", "paper", "diff", "marks", "info",
+)  # fmt: skip
+
+
+def cell_text(cell: dict[str, Any]) -> str:
+    """'mean ± SD (n=k) | paper P | Δ D marks' -- the plain-text cell of MD/LaTeX/CSV."""
+    if not cell:
+        return ""
+    metric = cell["metric"]
+    paper = cell.get("paper")
+    has_paper = paper is not None and not math.isnan(paper)
+    if not cell["n"]:
+        return f"no data | paper {fmt(paper, metric)}" if has_paper else "no data"
+    text = f"{fmt(cell['mean'], metric)} ± {fmt(cell['sd'], metric)} (n={cell['n']})"
+    if has_paper:
+        text += f" | paper {fmt(paper, metric)} | Δ {fmt(cell['diff'], metric, signed=True)}"
+    if cell.get("marks"):
+        text += " " + marks_text(cell["marks"])
+    if cell.get("info"):
+        text += f" [{cell['info']}]"
+    return text
+
+
+def marks_text(marks: list[dict[str, Any]]) -> str:
+    return " ".join(
+        f"{BASELINE_SHORT.get(m['baseline'], m['baseline'])}{m['symbol']}" for m in marks
+    )
+
+
+def dedupe(results: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Keep one result per (protocol, dataset, model, seed, split_seed): the newest job.
+
+    Two grids may hold the same seed of a cell; pairing by seed needs one row each.
+    """
+    ident = ["protocol", "dataset", "model", "seed", "split_seed"]
+    kept = results.sort_values("job_id").drop_duplicates(ident, keep="last")
+    return kept.sort_index(), len(results) - len(kept)
+
+
+def _has_direction(metric: str) -> bool:
+    return metric in stats.METRIC_DIRECTIONS
+
+
+def _p_test(result: stats.PairedResult) -> float:
+    """The p a mark rests on: the larger of the t-test and the exact sign-flip p.
+
+    The same rule as stats.compare_cells and the claims, so a cell is marked only where both
+    tests agree (with n seeds the sign-flip p cannot go below 2 / 2^n).
+    """
+    values = [p for p in (result.p_value, result.p_permutation) if not math.isnan(p)]
+    return max(values) if values else float("nan")
+
+
+def paper_layout(number: int) -> pd.DataFrame:
+    frame = paper_values()
+    return frame[frame["table"] == number]
+
+
+def _paper_datasets() -> set[str]:
+    return set(paper_values()["dataset"])
+
+
+def _row_keys(spec: TableSpec, layout: pd.DataFrame, data: pd.DataFrame) -> list[tuple[str, ...]]:
+    datasets = list(dict.fromkeys(layout["dataset"]))
+    datasets += sorted(set(data["dataset"]) - set(datasets))
+    if not spec.by_metric:
+        return [(d,) for d in datasets]
+    pairs = set(zip(layout["dataset"], layout["model"], strict=True))
+    with_data = set(zip(data["dataset"], data["model"], strict=True))
+    rows = []
+    for dataset in datasets:
+        for model in spec.models:
+            in_paper = (dataset, model) in pairs
+            # Table 7 and datasets the paper never ran (e.g. the demo's) show every model
+            # with data; elsewhere the paper's own (dataset, model) pairs.
+            free = spec.all_models_with_data or dataset not in _paper_datasets()
+            if in_paper or (free and (dataset, model) in with_data):
+                rows.append((dataset, model))
+    return rows
+
+
+def _info(group: pd.DataFrame) -> str:
+    """Device and slots of the jobs behind a Table 8 cell."""
+    parts = []
+    for (device, slots), sub in group.groupby(["device", "slots"], dropna=False):
+        slots_text = "?" if pd.isna(slots) else int(slots)
+        parts.append(f"{device or 'unknown device'}, {slots_text} slot(s), n={len(sub)}")
+    return "; ".join(parts)
+
+
+def build_table(spec: TableSpec, results: pd.DataFrame) -> ReportTable:
+    """One table from one protocol's results (never mix protocols in a cell)."""
+    data = results[results["model"].isin(spec.models)]
+    layout = paper_layout(spec.number)
+    rows = _row_keys(spec, layout, data)
+    columns = list(spec.metrics) if spec.by_metric else list(spec.models)
+    paper = {(r.dataset, r.model, r.metric): float(r.value) for r in layout.itertuples(index=False)}
+    records: list[dict[str, Any]] = []
+    for row in rows:
+        for column in columns:
+            dataset = row[0]
+            model, metric = (row[1], column) if spec.by_metric else (column, spec.metrics[0])
+            group = data[(data.dataset == dataset) & (data.model == model)]
+            values = group[metric].dropna()
+            shown = [to_display(metric, float(v)) for v in values]
+            n = len(shown)
+            mean = float(np.mean(shown)) if n else float("nan")
+            sd = float(np.std(shown, ddof=1)) if n >= 2 else float("nan")
+            published = paper.get((dataset, model, metric), float("nan"))
+            records.append(
+                {
+                    "table": spec.number, "dataset": dataset, "model": model, "metric": metric,
+                    "unit": metric_unit(metric), "n": n, "mean": mean, "sd": sd,
+                    "values": shown, "seeds": [int(s) for s in group.loc[values.index, "seed"]],
+                    "job_ids": [int(j) for j in group.loc[values.index, "job_id"]],
+                    "paper": published, "diff": mean - published, "marks": [],
+                    "info": _info(group) if spec.number == 8 and n else "",
+                }
+            )  # fmt: skip
+    _add_marks(spec, records, data)
+    cells = pd.DataFrame.from_records(records, columns=list(CELL_COLUMNS))
+    table = ReportTable(spec, rows, columns, cells)
+    if spec.note:
+        table.notes.append(spec.note)
+    return table
+
+
+def _paired_cell(
+    data: pd.DataFrame, metric: str, dataset: str, model: str, baseline: str
+) -> stats.PairedResult:
+    """stats.paired_cell on just the two cells' rows (the full frame makes every call slow)."""
+    rows = data[(data["dataset"] == dataset) & data["model"].isin((model, baseline))]
+    return stats.paired_cell(
+        rows, metric, dataset, model, baseline, alternative="two-sided", oriented=True
+    )
+
+
+def _add_marks(spec: TableSpec, records: list[dict[str, Any]], data: pd.DataFrame) -> None:
+    """Significance against each baseline, Holm-corrected across all tests of the table."""
+    tests: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    for rec in records:
+        if not rec["n"] or not _has_direction(rec["metric"]):
+            continue
+        for baseline in spec.baselines:
+            if rec["model"] == baseline or not (data.model == baseline).any():
+                continue
+            result = _paired_cell(data, rec["metric"], rec["dataset"], rec["model"], baseline)
+            if result.n == 0:
+                continue
+            mark = {"baseline": baseline, "n": int(result.n), "testable": bool(result.testable),
+                    "mean_diff": float(result.mean_diff), "p_value": _p_test(result),
+                    "ci_low": float(result.ci_low), "ci_high": float(result.ci_high),
+                    "p_adjusted": float("nan"), "symbol": "n/t"}  # fmt: skip
+            rec["marks"].append(mark)
+            if result.n >= 2 and not math.isnan(mark["p_value"]):
+                tests.append((rec, mark))
+    adjusted = stats.holm([mark["p_value"] for _, mark in tests]) if tests else []
+    for (_, mark), p_adj in zip(tests, adjusted, strict=True):
+        mark["p_adjusted"] = float(p_adj)
+        if p_adj < ALPHA:
+            mark["symbol"] = "▲" if mark["mean_diff"] > 0 else "▼"
+        else:
+            mark["symbol"] = "="
+
+
+def build_tables(results: pd.DataFrame) -> list[ReportTable]:
+    """Tables 3-9 from ONE protocol's results frame."""
+    protocols = set(results["protocol"])
+    if len(protocols) > 1:
+        raise ValueError(f"build_tables needs one protocol's results, got {sorted(protocols)}")
+    results, _ = dedupe(results)
+    return [build_table(spec, results) for spec in TABLE_SPECS]
+
+
+LEGEND = (
+    "Cells: mean ± SD over n seeds (sample SD), the paper's value, Δ = ours − paper. Marks "
+    "against a baseline (R = ResNet-18, SE = SE-ResNet-18, CBAM = CBAM-ResNet-18): ▲ "
+    "significantly better, ▼ significantly worse (paired t-test over seeds matched on "
+    "(seed, split_seed), two-sided; the larger of the t-test p and the exact sign-flip p, "
+    "Holm-corrected across the table's tests, α = 0.05 -- so at least 6 paired seeds are "
+    "needed for a mark); = no significant difference; n/t not testable (fewer than 2 pairs)."
+)
