@@ -64,8 +64,12 @@ class Source:
         """The files the loader reads (default: the published files themselves)."""
         return [self.directory(root) / r.filename for r in self.remotes]
 
+    def _available(self, path: Path) -> bool:
+        """Whether the loader can read `path` (a source may unpack it on load)."""
+        return path.is_file()
+
     def present(self, root: Path) -> bool:
-        return all(p.is_file() for p in self.required_files(root))
+        return all(self._available(p) for p in self.required_files(root))
 
     def size_on_disk(self, root: Path) -> int:
         directory = self.directory(root)
@@ -101,11 +105,11 @@ class Source:
                 statuses.append(FileStatus(path, ok, note))
         checked = {s.path for s in statuses}
         for path in self.required_files(root):
-            if not path.is_file():
+            if not self._available(path):
                 statuses.append(
                     FileStatus(path, False, f"missing; run `harness data fetch {self.name}`")
                 )
-            elif path not in checked:
+            elif path not in checked and path.is_file():
                 statuses.append(FileStatus(path, True, "present (no checksum published)"))
         return statuses
 

@@ -48,16 +48,17 @@ class Remote:
         return self.url
 
 
-def check_file(name: str, remote: Remote, path: Path) -> None:
+def check_file(name: str, remote: Remote, path: Path, fix: str | None = None) -> None:
     """Raise with both digests when `path` does not match the published checksum."""
     if remote.checksum is None:
         return
     algorithm, expected = remote.checksum
     actual = file_hash(path, algorithm)
     if actual != expected:
+        fix = fix or f"delete {path} and run `harness data fetch {name}`"
         raise DatasetError(
-            f"{name}: checksum mismatch for {path.name}: expected {algorithm} {expected}, "
-            f"got {actual}; delete {path} and run `harness data fetch {name}`"
+            f"{name}: checksum mismatch for {remote.filename}: expected {algorithm} {expected}, "
+            f"got {actual}; {fix}"
         )
 
 
@@ -72,7 +73,13 @@ def download(name: str, remote: Remote, directory: Path, mirror: str | None = No
     part = target.with_name(target.name + ".part")
     try:
         _stream(url, part, remote.filename)
-        check_file(name, remote, part)
+        check_file(
+            name,
+            remote,
+            part,
+            fix=f"{url} did not serve the published file (nothing was kept); retry later, or "
+            f"download it by hand to {target}",
+        )
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         part.unlink(missing_ok=True)
         if isinstance(exc, DatasetError):
@@ -93,7 +100,10 @@ def _stream(url: str, dest: Path, label: str) -> None:
     request = urllib.request.Request(url, headers={"User-Agent": "gradattn-harness"})
     with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response, open(dest, "wb") as out:
         total = int(response.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=label, leave=False) as bar:
+        # disable=None: a progress bar on a terminal, silence in logs and pipes.
+        with tqdm(
+            total=total, unit="B", unit_scale=True, desc=label, leave=False, disable=None
+        ) as bar:
             for block in iter(lambda: response.read(1 << 20), b""):
                 out.write(block)
                 bar.update(len(block))

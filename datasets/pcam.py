@@ -130,12 +130,12 @@ class PcamSource(Source):
         for x_path, y_path in self.h5_files(root):
             try:
                 images = H5Images(x_path)
-            except (OSError, KeyError, ValueError) as exc:
+            except Exception as exc:  # h5py fails in its own ways on a damaged file
                 raise corrupt(self.name, x_path, exc) from None
             try:
                 with h5py.File(y_path, "r") as f:
                     labels = np.asarray(f["y"][:]).reshape(-1).astype(np.int64)
-            except (OSError, KeyError, ValueError) as exc:
+            except Exception as exc:  # h5py fails in its own ways on a damaged file
                 raise corrupt(self.name, y_path, exc) from None
             splits.append(Split(images=images, labels=labels))
         train, val, test = splits

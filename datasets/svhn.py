@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torchvision.datasets import SVHN
 
 from datasets._core import (
     DatasetMeta,
@@ -43,11 +42,16 @@ MEAN = (0.4377, 0.4438, 0.4728)  # Table 2
 STD = (0.1980, 0.2010, 0.1970)
 
 
-class _TorchvisionSVHN(SVHN):
-    """torchvision's reader; its per-load md5 check is left to `harness data verify`."""
+def _reader() -> type:
+    """torchvision's SVHN; its per-load md5 check is left to `harness data verify`.
+    (Built on first use: `harness data list` must not import torchvision.)"""
+    from torchvision.datasets import SVHN
 
-    def _check_integrity(self) -> bool:
-        return (Path(self.root) / self.filename).is_file()
+    class _TorchvisionSVHN(SVHN):
+        def _check_integrity(self) -> bool:
+            return (Path(self.root) / self.filename).is_file()
+
+    return _TorchvisionSVHN
 
 
 class SvhnSource(Source):
@@ -67,8 +71,8 @@ class SvhnSource(Source):
         images, labels = [], []
         for part, path in zip(parts, files, strict=True):
             try:
-                ds = _TorchvisionSVHN(str(self.directory(root)), split=part, download=False)
-            except (ValueError, OSError, KeyError, TypeError) as exc:
+                ds = _reader()(str(self.directory(root)), split=part, download=False)
+            except Exception as exc:  # scipy's reader fails in its own ways on a damaged file
                 raise corrupt(self.name, path, exc) from None
             images.append(np.ascontiguousarray(ds.data, dtype=np.uint8))  # already (N, 3, 32, 32)
             labels.append(np.asarray(ds.labels, dtype=np.int64))

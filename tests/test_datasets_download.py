@@ -1,0 +1,217 @@
+"""Verified downloads over a real local HTTP server, safe extraction, and `harness data`."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import io
+import os
+import subprocess
+import sys
+import tarfile
+import threading
+import zipfile
+from pathlib import Path
+
+import dataset_files as files
+import pytest
+
+import datasets
+from datasets import _source
+from datasets.download import Remote, download, safe_extract
+from harness.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A real HTTP server on 127.0.0.1 serving tmp_path/served; yields (folder, base URL)."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+
+def test_download_verifies_then_renames(server, tmp_path):
+    folder, base = server
+    payload = os.urandom(300_000)
+    (folder / "blob.bin").write_bytes(payload)
+    remote = Remote(
+        "https://example.invalid/blob.bin", "blob.bin", sha256=hashlib.sha256(payload).hexdigest()
+    )
+    target = download("demo", remote, tmp_path / "out", mirror=base)
+    assert target.read_bytes() == payload
+    assert not list((tmp_path / "out").glob("*.part"))
+    (folder / "blob.bin").unlink()  # present and verified: no second download
+    assert download("demo", remote, tmp_path / "out", mirror=base) == target
+
+
+def test_checksum_mismatch_reports_both_digests_and_leaves_nothing(server, tmp_path):
+    folder, base = server
+    (folder / "blob.bin").write_bytes(b"not the published bytes")
+    expected = "0" * 32
+    remote = Remote("https://example.invalid/blob.bin", "blob.bin", md5=expected)
+    actual = hashlib.md5(b"not the published bytes").hexdigest()
+    with pytest.raises(datasets.DatasetError, match=rf"expected md5 {expected}, got {actual}"):
+        download("demo", remote, tmp_path / "out", mirror=base)
+    assert list((tmp_path / "out").iterdir()) == []  # neither the file nor its .part
+
+
+def test_file_url_download(tmp_path):
+    source = tmp_path / "published.bin"
+    source.write_bytes(b"abc" * 1000)
+    remote = Remote(source.as_uri(), "copy.bin", md5=hashlib.md5(b"abc" * 1000).hexdigest())
+    assert download("demo", remote, tmp_path / "out").read_bytes() == b"abc" * 1000
+
+
+def test_unreachable_url_names_it_and_the_manual_path(tmp_path):
+    remote = Remote("http://127.0.0.1:9/x.tar.gz", "x.tar.gz", md5="0" * 32)
+    with pytest.raises(datasets.DatasetError) as info:
+        download("demo", remote, tmp_path)
+    message = str(info.value)
+    assert "http://127.0.0.1:9/x.tar.gz" in message and str(tmp_path / "x.tar.gz") in message
+    assert "\n" not in message
+
+
+def _tar_with(path: Path, name: str, data: bytes = b"x", link: str | None = None) -> Path:
+    with tarfile.open(path, "w:gz") as tf:
+        info = tarfile.TarInfo(name)
+        if link is not None:
+            info.type, info.linkname = tarfile.SYMTYPE, link
+            tf.addfile(info)
+        else:
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_archive_members_outside_the_target_are_refused(tmp_path):
+    target = tmp_path / "target"
+    evil_zip = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil_zip, "w") as zf:
+        zf.writestr("fine.txt", "ok")
+        zf.writestr("../escaped.txt", "bad")
+    with pytest.raises(datasets.DatasetError, match=r"'\.\./escaped\.txt'.*outside"):
+        safe_extract(evil_zip, target)
+    assert not (tmp_path / "escaped.txt").exists() and not (target / "fine.txt").exists()
+    with pytest.raises(datasets.DatasetError, match="outside"):
+        safe_extract(_tar_with(tmp_path / "a.tar.gz", "sub/../../escaped.txt"), target)
+    with pytest.raises(datasets.DatasetError, match="outside"):
+        safe_extract(_tar_with(tmp_path / "b.tar.gz", "link", link="../../etc/passwd"), target)
+    assert not (tmp_path / "escaped.txt").exists()
+    safe_extract(_tar_with(tmp_path / "c.tar.gz", "dir/inside.txt", b"fine"), target)
+    assert (target / "dir" / "inside.txt").read_bytes() == b"fine"
+
+
+class _ServedArchive(_source.Source):
+    """A source like CIFAR-10's (one tar.gz, unpacked) whose published file the test serves."""
+
+    name = "served"
+
+    def __init__(self, remote: Remote) -> None:
+        self.remotes = (remote,)
+
+    def required_files(self, root, **options):
+        return [self.directory(root) / "unpacked" / "data.bin"]
+
+    def _prepare(self, directory):
+        safe_extract(directory / self.remotes[0].filename, directory)
+        return self.required_files(directory.parent)
+
+
+def test_fetch_unpacks_records_and_verify_catches_tampering(server, tmp_path):
+    folder, base = server
+    archive = _tar_with(folder / "served.tar.gz", "unpacked/data.bin", b"payload" * 100)
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    source = _ServedArchive(
+        Remote("https://example.invalid/served.tar.gz", "served.tar.gz", sha256=digest)
+    )
+    root = tmp_path / "data"
+    source.fetch(root, mirror=base)
+    assert source.present(root)
+    assert all(s.ok for s in source.verify(root)) and len(source.verify(root)) == 2
+    (root / "served" / "unpacked" / "data.bin").write_bytes(b"tampered")
+    bad = [s for s in source.verify(root) if not s.ok]
+    assert len(bad) == 1 and "sha256 mismatch" in bad[0].note
+
+
+def _run_cli(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HARNESS_")}
+    env.update(env_extra or {})
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_cli_list_on_an_empty_root_and_offline_fetch(tmp_path):
+    empty = tmp_path / "empty"
+    listed = _run_cli("data", "list", "--data", str(empty))
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.strip().splitlines()
+    assert [line.split()[0] for line in lines[1:]] == list(datasets.DATASET_NAMES)
+    assert all(" no " in line for line in lines[1:-1]) and " yes " in lines[-1]
+    fetched = _run_cli(
+        "data",
+        "fetch",
+        "cifar10",
+        "--data",
+        str(empty),
+        env_extra={"HARNESS_DATA_MIRROR": "http://127.0.0.1:9"},
+    )
+    assert fetched.returncode != 0
+    errors = [line for line in fetched.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1, fetched.stderr
+    assert errors[0].startswith(
+        "harness: error: cifar10: download of http://127.0.0.1:9/cifar-10-python.tar.gz"
+    )
+    assert str(empty / "cifar10" / "cifar-10-python.tar.gz") in errors[0]
+    assert not (empty / "cifar10" / "cifar-10-python.tar.gz").exists()
+
+
+def test_cli_fetch_checksum_mismatch_through_the_mirror(server, tmp_path, capsys):
+    folder, base = server
+    (folder / "train_32x32.mat").write_bytes(b"a tiny file, not SVHN")
+    code = main(["data", "fetch", "svhn", "--data", str(tmp_path / "d"), "--mirror", base])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert (
+        "checksum mismatch for train_32x32.mat: expected md5 e26dedcc434d2e4c54c9b2d4a06d8373"
+        in err
+    )
+    assert hashlib.md5(b"a tiny file, not SVHN").hexdigest() in err
+
+
+def test_cli_verify_and_list_with_files(tmp_path, capsys):
+    files.write_fashionmnist(tmp_path, gz=True)
+    assert main(["data", "verify", "fashionmnist", "--data", str(tmp_path)]) == 2
+    out, err = capsys.readouterr()
+    assert out.count("FAIL") == 4 and "checksum mismatch for train-images-idx3-ubyte.gz" in out
+    assert err.startswith("harness: error: 4 file(s)")
+    assert main(["data", "list", "--data", str(tmp_path)]) == 0
+    row = next(
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("fashionmnist")
+    )
+    assert row.split()[1] == "yes" and str(tmp_path / "fashionmnist") in row
+    assert main(["data", "verify", "--data", str(tmp_path / "none")]) == 0
+    assert "no downloaded datasets" in capsys.readouterr().out
+    assert main(["data", "fetch", "mnist", "--data", str(tmp_path)]) == 2
+    assert "valid: tinyimagenet" in capsys.readouterr().err
+    assert main(["data", "fetch", "padufes20", "--data", str(tmp_path)]) == 2
+    assert "https://data.mendeley.com/datasets/zr7vgbcyr2/1" in capsys.readouterr().err
