@@ -28,6 +28,11 @@ nn.TransformerEncoderLayer sees; counts for the default settings):
   linear1, linear2. Hooked: 17 + 6 + 3 * 6 = 41, all fire.
 - Learnable PE: parameter `pos_embedding` (1, 5, d_model) ~ N(0, 1).
 
+Initialisation: convs kaiming-normal (fan_out, ReLU), BN weight 1 / bias 0 (torchvision's
+ResNet); Linear layers keep PyTorch's default. The encoder's layers are deep copies of one
+layer, as nn.TransformerEncoder makes them, so they start identical. RoPE attention applies
+dropout to the attention weights, like nn.MultiheadAttention.
+
 GradAttn.forward(x, return_details=False); with True it returns (logits, {"tokens": (B, 5, d),
 "attention": [ (B, heads, 5, 5) per layer ]}). The two outputs come from the same code path;
 in train mode the encoder's dropout makes them differ between calls, as any forward would.
