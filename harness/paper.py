@@ -60,6 +60,17 @@ def _paper_values_cached() -> pd.DataFrame:
     return frame
 
 
+@functools.lru_cache(maxsize=1)
+def _paper_index() -> dict[tuple[str, str, str], list[tuple[int, float]]]:
+    index: dict[tuple[str, str, str], list[tuple[int, float]]] = {}
+    frame = _paper_values_cached()
+    for table, dataset, model, metric, value in frame[
+        ["table", "dataset", "model", "metric", "value_db"]
+    ].itertuples(index=False, name=None):
+        index.setdefault((dataset, model, metric), []).append((int(table), float(value)))
+    return index
+
+
 def paper_values() -> pd.DataFrame:
     """Tables 3-9 in long format: table, dataset, model, metric, value, unit, value_db."""
     return _paper_values_cached().copy()
@@ -106,13 +117,10 @@ def find_paper_value(dataset: str, model: str, metric: str) -> tuple[str, float]
     Tables first (the lowest-numbered table that has it: Table 3 before Table 9 for top-1),
     then the running text (PAPER_TEXT_VALUES). None if the paper does not state it.
     """
-    frame = _paper_values_cached()
-    rows = frame[
-        (frame["dataset"] == dataset) & (frame["model"] == model) & (frame["metric"] == metric)
-    ].sort_values("table")
-    if not rows.empty:
-        row = rows.iloc[0]
-        return f"Table {int(row['table'])}", float(row["value_db"])
+    found = _paper_index().get((dataset, model, metric))
+    if found:
+        table, value = min(found)
+        return f"Table {table}", value
     for key in ((metric, dataset, model), (metric, None, model)):
         if key in PAPER_TEXT_VALUES:
             value, source = PAPER_TEXT_VALUES[key]

@@ -15,7 +15,9 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.report.stats import (
+    CellRuns,
     PairedResult,
+    cell_runs,
     compare_cells,
     direction,
     holm,
@@ -51,6 +53,8 @@ class Context:
         self.df = df
         self.alpha = alpha
         self._families: dict[tuple[str, str, str], pd.DataFrame] = {}
+        self._cells: dict[tuple[str, str, str], dict[tuple[str, str], tuple]] = {}
+        self._runs: dict[str, CellRuns] = {}
 
     def has(self, metric: str) -> bool:
         return metric in self.df.columns and not self.df.empty
@@ -77,21 +81,26 @@ class Context:
                 f"claim candidate {candidate!r} is not a GradAttn variant "
                 f"({', '.join(GRADATTN_VARIANTS)}, best_gradattn_variant, each_gradattn_variant)"
             )
-        fam = self.family(metric, baseline, scale)
-        if not fam.empty:
-            hit = fam[(fam["dataset"] == dataset) & (fam["candidate"] == candidate)]
-            if not hit.empty:
-                row = hit.iloc[0]
-                return row["result"], float(row["p_adjusted"]), int(row["m"]), row["error"]
-        return one_sample([], 0.0), math.nan, 0, None
+        key = (metric, baseline, scale)
+        if key not in self._cells:
+            fam = self.family(metric, baseline, scale)
+            self._cells[key] = {
+                (row.dataset, row.candidate): (row.result, float(row.p_adjusted), int(row.m),
+                                               row.error)
+                for row in fam.itertuples(index=False)
+            } if not fam.empty else {}  # fmt: skip
+        found = self._cells[key].get((dataset, candidate))
+        return found if found else (one_sample([], 0.0), math.nan, 0, None)
 
     def values(self, metric: str, dataset: str, model: str) -> pd.DataFrame:
         """The runs of one cell that have the metric (latest job per seed and split)."""
         if not self.has(metric):
-            return pd.DataFrame(columns=["job_id", metric])
-        rows = self.df[(self.df["dataset"] == dataset) & (self.df["model"] == model)]
-        rows = rows[rows[metric].notna()].sort_values("job_id")
-        return rows.drop_duplicates(["seed", "split_seed"], keep="last")
+            return pd.DataFrame({"job_id": [], metric: []})
+        if metric not in self._runs:
+            self._runs[metric] = cell_runs(self.df, metric)
+        runs = self._runs[metric].get((dataset, model), {})
+        pairs = [runs[key] for key in sorted(runs)]
+        return pd.DataFrame({"job_id": [j for j, _ in pairs], metric: [v for _, v in pairs]})
 
     def best_variant(self, metric: str, dataset: str) -> str | None:
         means = {v: self.values(metric, dataset, v)[metric].mean() for v in GRADATTN_VARIANTS}

@@ -14,6 +14,7 @@ back to a percentage with `log_to_rel`.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Sequence
@@ -190,20 +191,24 @@ def minimum_detectable_effect(
     n: int, sd_diff: float, alpha: float = 0.05, power: float = 0.8, alternative: str = "greater"
 ) -> float:
     """Smallest true mean difference detected with `power` at this n (metric units)."""
+    if n < 2 or not math.isfinite(sd_diff) or sd_diff <= 0:
+        return math.nan
+    return _detectable_d(n, alpha, power, _power_alternative(alternative)) * sd_diff
+
+
+@functools.lru_cache(maxsize=256)
+def _detectable_d(n: int, alpha: float, power: float, alternative: str) -> float:
+    """Standardised detectable effect (d_z): depends on n, not on the data, so it is cached."""
     from statsmodels.stats.power import TTestPower
     from statsmodels.tools.sm_exceptions import ConvergenceWarning  # registers its filters now
 
-    if n < 2 or not math.isfinite(sd_diff) or sd_diff <= 0:
-        return math.nan
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # NaN is reported as such
-            d = TTestPower().solve_power(
-                nobs=n, alpha=alpha, power=power, alternative=_power_alternative(alternative)
-            )
+            d = TTestPower().solve_power(nobs=n, alpha=alpha, power=power, alternative=alternative)
     except (ValueError, RuntimeError, ArithmeticError):
         return math.nan
-    return float(np.asarray(d).item()) * sd_diff
+    return float(np.asarray(d).item())
 
 
 def paired_comparison(
@@ -326,8 +331,27 @@ def direction(metric: str) -> str:
         ) from None
 
 
+# (dataset, model) -> {(seed, split_seed): (job_id, value)}: one metric's runs, indexed once.
+CellRuns = dict[tuple[str, str], dict[tuple[int, int], tuple[int, float]]]
+
+
+def cell_runs(df: pd.DataFrame, metric: str) -> CellRuns:
+    """Index a results frame's runs of `metric` by cell and (seed, split_seed).
+
+    A run without the metric is dropped; where one (seed, split_seed) has several runs, the
+    latest job (highest job_id) counts.
+    """
+    if metric not in df.columns:
+        raise HarnessError(f"results have no column {metric!r}; columns: {', '.join(df.columns)}")
+    sub = df.loc[df[metric].notna(), ["job_id", "dataset", "model", "seed", "split_seed", metric]]
+    index: CellRuns = {}
+    for job, dataset, model, seed, split, value in sorted(sub.itertuples(index=False, name=None)):
+        index.setdefault((dataset, model), {})[(int(seed), int(split))] = (int(job), float(value))
+    return index
+
+
 def paired_cell(
-    df: pd.DataFrame,
+    df: pd.DataFrame | CellRuns,
     metric: str,
     dataset: str,
     model: str,
@@ -340,6 +364,7 @@ def paired_cell(
 ) -> PairedResult:
     """Compare `model` with `baseline` on `dataset`, runs matched on (seed, split_seed).
 
+    `df` is a results frame or its `cell_runs(df, metric)` index (faster for many cells).
     oriented=True: positive = candidate better (candidate - baseline for higher-is-better
     metrics, baseline - candidate for lower-is-better). scale="log": log-ratios
     log(candidate / baseline) (sign-flipped likewise when oriented). A run without the metric is
@@ -347,30 +372,20 @@ def paired_cell(
     """
     if scale not in ("diff", "log"):
         raise HarnessError(f"unknown scale {scale!r}; valid: diff, log")
-    if metric not in df.columns:
-        raise HarnessError(f"results have no column {metric!r}; columns: {', '.join(df.columns)}")
+    runs = cell_runs(df, metric) if isinstance(df, pd.DataFrame) else df
     sign = 1.0
     if oriented and direction(metric) == "lower":
         sign = -1.0
-    cand = _runs(df, metric, dataset, model)
-    base = _runs(df, metric, dataset, baseline)
-    both = cand.merge(base, on=["seed", "split_seed"], suffixes=("_c", "_b")).sort_values(
-        ["seed", "split_seed"]
-    )
-    c_val = both[f"{metric}_c"].to_numpy(float)
-    b_val = both[f"{metric}_b"].to_numpy(float)
+    cand = runs.get((dataset, model), {})
+    base = runs.get((dataset, baseline), {})
+    keys = sorted(set(cand) & set(base))
+    c_val = np.array([cand[k][1] for k in keys], dtype=float)
+    b_val = np.array([base[k][1] for k in keys], dtype=float)
     raw = log_ratio(c_val, b_val) if scale == "log" else c_val - b_val
-    jobs = tuple(zip(both["job_id_c"].astype(int), both["job_id_b"].astype(int), strict=True))
+    jobs = tuple((cand[k][0], base[k][0]) for k in keys)
     what = "log(candidate/baseline)" if scale == "log" else "candidate - baseline"
     orientation = f"-({what})" if sign < 0 else what
     return _from_diffs(sign * raw, alternative, level, orientation=orientation, job_ids=jobs)
-
-
-def _runs(df: pd.DataFrame, metric: str, dataset: str, model: str) -> pd.DataFrame:
-    rows = df[(df["dataset"] == dataset) & (df["model"] == model)]
-    rows = rows[rows[metric].notna()].sort_values("job_id")
-    rows = rows.drop_duplicates(["seed", "split_seed"], keep="last")
-    return rows[["seed", "split_seed", "job_id", metric]]
 
 
 def compare_cells(
@@ -393,13 +408,14 @@ def compare_cells(
     """
     if datasets is None:
         datasets = sorted(df.loc[df["model"] == baseline, "dataset"].unique())
+    runs = cell_runs(df, metric)
     rows = []
     for dataset in datasets:
         for candidate in candidates:
             if candidate == baseline:
                 continue
             try:
-                res = paired_cell(df, metric, dataset, candidate, baseline,
+                res = paired_cell(runs, metric, dataset, candidate, baseline,
                                   alternative="two-sided", level=level, oriented=oriented,
                                   scale=scale)  # fmt: skip
                 error = None
