@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -188,3 +188,25 @@ def to_nchw(images: np.ndarray) -> np.ndarray:
     if images.ndim == 4:
         return np.ascontiguousarray(images.transpose(0, 3, 1, 2))
     raise DatasetError(f"expected images of shape (N,H,W) or (N,H,W,C), got {images.shape}")
+
+
+def cached_array(cache: Path, key: str, build: Callable[[], np.ndarray]) -> np.ndarray:
+    """`build()`'s array, stored at `cache` with `key` (a digest of the source files' names and
+    sizes) so that decoding thousands of image files happens once; a stale or damaged cache is
+    rebuilt, and a read-only data root just decodes every time."""
+    if cache.is_file():
+        try:
+            with np.load(cache) as stored:
+                if str(stored["key"]) == key:
+                    return stored["images"]
+        except (OSError, ValueError, KeyError, EOFError):
+            pass
+    images = build()
+    tmp = cache.with_name(f"{cache.name}.{os.getpid()}.part.npy")
+    try:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, images=images, key=np.asarray(key))
+        os.replace(tmp, cache)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+    return images

@@ -21,6 +21,7 @@ from datasets._core import (
     DatasetError,
     DatasetMeta,
     LoadedDataset,
+    cached_array,
     completeness,
     corrupt,
     digest_splits,
@@ -154,14 +155,10 @@ def _decoded(name: str, directory: Path, meta_path: Path, img_ids: list[str]) ->
                 + MANUAL.format(dir=directory)
             )
         key.update(f"{img_id}:{path.stat().st_size};".encode())
-    cache = directory / _CACHE
-    if cache.is_file():
-        try:
-            with np.load(cache) as stored:
-                if str(stored["key"]) == key.hexdigest():
-                    return stored["images"]
-        except (OSError, ValueError, KeyError):
-            pass  # a damaged cache is rebuilt below
+    return cached_array(directory / _CACHE, key.hexdigest(), lambda: _decode(name, index, img_ids))
+
+
+def _decode(name: str, index: dict[str, Path], img_ids: list[str]) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     out = np.empty((len(img_ids), 3, SIZE, SIZE), dtype=np.uint8)
@@ -172,12 +169,6 @@ def _decoded(name: str, directory: Path, meta_path: Path, img_ids: list[str]) ->
         except (OSError, UnidentifiedImageError, ValueError) as exc:
             raise corrupt(name, index[img_id], exc) from None
         out[i] = np.asarray(rgb).transpose(2, 0, 1)
-    try:
-        tmp = cache.with_name(cache.name + ".part.npz")
-        np.savez(tmp, images=out, key=np.asarray(key.hexdigest()))
-        tmp.replace(cache)
-    except OSError:
-        pass  # read-only data root: decode again next time
     return out
 
 

@@ -173,6 +173,12 @@ def test_tinyimagenet_zip_fetch_and_load(tmp_path):
     everything = np.concatenate([ds.train.images, ds.val.images, ds.test.images])
     gray = [img for img, lab in zip(everything, labels, strict=True) if lab == 1 and img.mean() < 2]
     assert gray and np.array_equal(gray[0][0], gray[0][1])
+    assert (folder / ".decoded.npz").is_file()  # decoded once, then read from the cache
+    assert datasets.load("tinyimagenet", tmp_path / "data").meta.digest == ds.meta.digest
+    broken = folder / "tiny-imagenet-200" / "train" / "n01443537" / "images" / "n01443537_2.JPEG"
+    broken.write_bytes(b"\xff\xd8 not a jpeg")  # new size: the cache no longer applies
+    with pytest.raises(datasets.DatasetError, match=r"n01443537_2\.JPEG.*corrupt or truncated"):
+        datasets.load("tinyimagenet", tmp_path / "data")
 
 
 def test_tinyimagenet_val_label_from_annotations(tmp_path):
