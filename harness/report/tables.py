@@ -343,7 +343,10 @@ def _add_marks(spec: TableSpec, records: list[dict[str, Any]], data: pd.DataFram
         if not rec["n"] or not _has_direction(rec["metric"]):
             continue
         for baseline in spec.baselines:
+            # Baselines are marked against the first (ResNet-18) only, not against each other.
             if rec["model"] == baseline or not (data.model == baseline).any():
+                continue
+            if rec["model"] in spec.baselines and baseline != spec.baselines[0]:
                 continue
             result = _paired_cell(data, rec["metric"], rec["dataset"], rec["model"], baseline)
             if result.n == 0:
