@@ -1,0 +1,411 @@
+"""The training protocol of one job, top to bottom (docs/PROTOCOL.md has the exact rules).
+
+Adam (L2 weight decay) + cross-entropy, at most `max_epochs` epochs, ReduceLROnPlateau and
+EarlyStopping on validation accuracy after every epoch, the best weights restored before the
+test evaluation (unless the reference-code quirk `last_epoch_weights`), then test metrics,
+attention statistics for GradAttn models, gradient health and provenance.
+
+Randomness: `seed` seeds the model initialisation; each epoch re-seeds dropout/augmentation
+and the data order from (seed, epoch), so a run resumed from the checkpoint after epoch k
+replays epochs k+1... exactly as an uninterrupted run does (bitwise on the CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from harness import provenance
+from harness.callbacks import EarlyStopping, ReduceLROnPlateau
+from harness.checkpoint import load_checkpoint, save_checkpoint
+from harness.config import JobSpec, TrainConfig
+from harness.errors import HarnessError
+from harness.gradients import measure_gradients
+from harness.metrics import classification_metrics
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+
+@dataclass
+class EpochRecord:
+    epoch: int  # 1-based
+    train_loss: float
+    train_acc: float  # running accuracy over the epoch, as Keras reports it (fraction)
+    val_loss: float
+    val_acc: float
+    lr: float  # learning rate used during this epoch
+    train_seconds: float
+    eval_seconds: float
+
+
+@dataclass
+class JobOutcome:
+    metrics: dict[str, float | None]  # harness.metrics.METRIC_KEYS
+    best_epoch: int
+    epochs_run: int
+    evaluated_epoch: int
+    gen_gap_best: float  # train_acc - val_acc at the best epoch (fractions)
+    gen_gap_last: float  # the same at the last epoch run
+    epoch_seconds: float  # means over epochs: training + validation pass
+    train_seconds: float
+    eval_seconds: float
+    params: int
+    epochs: list[EpochRecord]  # the full history, also after a resume
+    gradient_layers: list[dict]
+    provenance: dict
+    extra: dict
+    device: str
+
+
+class JobInterrupted(Exception):
+    """should_stop() returned True: the epoch in flight is abandoned; the last checkpoint stays."""
+
+
+# --------------------------------------------------------------------------- data
+
+_dataset_cache: dict[str, Any] = {}
+
+
+def load_data(spec: JobSpec, data_root: Path) -> Any:
+    """datasets.load for the job, cached in-process: a worker runs many jobs on one set."""
+    import datasets
+
+    options = dict(spec.config.data)
+    key = json.dumps(
+        [spec.dataset, str(Path(data_root).resolve()), spec.split_seed, spec.protocol, options],
+        sort_keys=True,
+        default=str,
+    )
+    if _dataset_cache.get("key") != key:
+        _dataset_cache.clear()  # hold one dataset at a time: they can be gigabytes
+        loaded = datasets.load(
+            spec.dataset, data_root, split_seed=spec.split_seed, protocol=spec.protocol,
+            download=False, **options,
+        )
+        _dataset_cache.update(key=key, data=loaded)
+    return _dataset_cache["data"]
+
+
+def make_loader(
+    split: Any, meta: Any, config: TrainConfig, *, train: bool, device: str,
+    generator: torch.Generator | None = None,
+) -> torch.utils.data.DataLoader:
+    """A DataLoader over one split with the Table-2 transform; shuffled only for training."""
+    import datasets
+
+    transform = datasets.build_transform(meta, train=train, quirks=dict(config.quirks))
+    return torch.utils.data.DataLoader(
+        datasets.TorchSplit(split, transform),
+        batch_size=config.batch_size,
+        shuffle=train,
+        generator=generator,
+        num_workers=0,  # in-process: the per-epoch torch seed then covers augmentation too
+        pin_memory=device.startswith("cuda"),
+    )
+
+
+def derived_seed(seed: int, epoch: int, stream: str) -> int:
+    """A 63-bit seed for one (job seed, epoch, purpose), independent of process history."""
+    digest = hashlib.sha256(f"{seed}:{epoch}:{stream}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# --------------------------------------------------------------------------- device set-up
+
+
+@contextmanager
+def determinism(enabled: bool, device: str) -> Iterator[None]:
+    """Deterministic kernels while the job runs; the process's previous flags afterwards."""
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
+    if enabled:
+        on_cuda = device.startswith("cuda")
+        if on_cuda:
+            # cuBLAS needs this before its first use to be reproducible.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        # On CUDA a few backward kernels (e.g. adaptive pooling) have no deterministic version:
+        # warn there instead of failing the job; on the CPU insist.
+        torch.use_deterministic_algorithms(True, warn_only=on_cuda)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
+
+
+def check_device(device: str) -> torch.device:
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise HarnessError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise HarnessError(f"device {device} requested but CUDA is not available; use --device cpu")
+    if parsed.type not in ("cpu", "cuda"):
+        raise HarnessError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")
+    return parsed
+
+
+def autocast(device: torch.device, precision: str) -> Any:
+    if precision not in PRECISIONS:
+        raise HarnessError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    dtype = PRECISIONS[precision]
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class Evaluation:
+    logits: torch.Tensor  # (N, classes) float32 on the CPU
+    labels: torch.Tensor  # (N,) int64 on the CPU
+    loss: float  # mean cross-entropy
+    acc: float
+    attention_by_token: list[list[float]] | None  # per encoder layer, mean weight received
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, loader: Any, device: torch.device, *, precision: str = "fp32",
+    details: bool = False, should_stop: Callable[[], bool] | None = None,
+) -> Evaluation:
+    """Eval-mode pass over `loader`; with `details` (GradAttn models) also the mean attention
+    weight each token position receives, averaged over samples, heads and query positions."""
+    model.eval()
+    all_logits, all_labels = [], []
+    attention_sums: list[torch.Tensor] | None = None
+    for images, labels in loader:
+        if should_stop is not None and should_stop():
+            raise JobInterrupted("stop requested during evaluation")
+        images = images.to(device, non_blocking=True)
+        with autocast(device, precision):
+            if details:
+                logits, info = model(images, return_details=True)
+                # (B, heads, query, key) -> sum over samples of the mean over heads and queries
+                batch_sums = [a.double().mean(dim=(1, 2)).sum(dim=0) for a in info["attention"]]
+                attention_sums = batch_sums if attention_sums is None else [
+                    total + part for total, part in zip(attention_sums, batch_sums, strict=True)
+                ]
+            else:
+                logits = model(images)
+        all_logits.append(logits.float().cpu())
+        all_labels.append(labels.cpu().long())
+    logits_cpu, labels_cpu = torch.cat(all_logits), torch.cat(all_labels)
+    count = len(labels_cpu)
+    attention = None
+    if attention_sums is not None:
+        attention = [(total / count).cpu().tolist() for total in attention_sums]
+    return Evaluation(
+        logits=logits_cpu,
+        labels=labels_cpu,
+        loss=float(nn.functional.cross_entropy(logits_cpu.double(), labels_cpu)),
+        acc=float((logits_cpu.argmax(1) == labels_cpu).double().mean()),
+        attention_by_token=attention,
+    )
+
+
+# --------------------------------------------------------------------------- the job
+
+
+def run_job(
+    spec: JobSpec, *, device: str = "cpu", data_root: Path,
+    checkpoint_path: Path | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    slots: int = 1, progress: bool = False,
+) -> JobOutcome:
+    """Train, evaluate and measure one job (the worker's contract: see module docstring)."""
+    import models
+
+    config = spec.config
+    for name in ("max_epochs", "batch_size", "max_train_batches", "grad_batches"):
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise HarnessError(f"{name}={value} must be at least 1; fix the job's overrides")
+    dev = check_device(device)
+    autocast(dev, config.precision)  # validate the precision before any work
+    if dev.type == "cpu" and slots > 1:
+        # Several jobs share the CPU: split its cores instead of oversubscribing them.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // slots))
+    data = load_data(spec, data_root)
+    meta = data.meta
+    stop_requested = should_stop or (lambda: False)
+
+    with determinism(config.deterministic, device):
+        seed_everything(spec.seed)
+        model = models.build_model(spec.model, meta.channels, meta.num_classes, **config.model)
+        model = model.to(dev)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        plateau = ReduceLROnPlateau(config.lr, config.lr_factor, config.lr_patience, config.min_lr)
+        stopper = EarlyStopping(config.es_patience)
+        best_state: dict[str, torch.Tensor] = {}
+        history: list[EpochRecord] = []
+        resumed_after = 0
+
+        if checkpoint_path is not None and Path(checkpoint_path).exists():
+            state = load_checkpoint(Path(checkpoint_path), spec.key(), dev)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            plateau.load_state_dict(state["plateau"])
+            stopper.load_state_dict(state["stopper"])
+            best_state = state["best_state"]
+            history = [EpochRecord(**row) for row in state["history"]]
+            resumed_after = len(history)
+
+        val_loader = make_loader(data.val, meta, config, train=False, device=device)
+        epoch = len(history)
+        while epoch < config.max_epochs and not stopper.stopped:
+            epoch += 1
+            # ---- one epoch of training, seeded from (seed, epoch) so a resume replays it
+            seed_everything(derived_seed(spec.seed, epoch, "torch"))
+            order = torch.Generator().manual_seed(derived_seed(spec.seed, epoch, "order"))
+            loader = make_loader(data.train, meta, config, train=True, device=device, generator=order)
+            lr = optimizer.param_groups[0]["lr"]
+            model.train()
+            seen, correct, loss_sum = 0, 0, 0.0
+            _sync(dev)
+            started = time.perf_counter()
+            batches = _progress(loader, config.max_train_batches, progress, f"epoch {epoch}")
+            for images, labels in batches:
+                if stop_requested():
+                    raise JobInterrupted(f"stop requested during epoch {epoch}")
+                images = images.to(dev, non_blocking=True)
+                labels = labels.to(dev, non_blocking=True)
+                with autocast(dev, config.precision):
+                    logits = model(images)
+                    loss = nn.functional.cross_entropy(logits, labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                seen += len(labels)
+                correct += int((logits.argmax(1) == labels).sum())
+                loss_sum += float(loss.detach()) * len(labels)
+            _sync(dev)
+            train_seconds = time.perf_counter() - started
+
+            # ---- validation, callbacks, checkpoint, report
+            started = time.perf_counter()
+            val = evaluate(model, val_loader, dev, precision=config.precision, should_stop=should_stop)
+            _sync(dev)
+            record = EpochRecord(
+                epoch=epoch, train_loss=loss_sum / seen, train_acc=correct / seen,
+                val_loss=val.loss, val_acc=val.acc, lr=lr,
+                train_seconds=train_seconds, eval_seconds=time.perf_counter() - started,
+            )
+            history.append(record)
+            for group in optimizer.param_groups:
+                group["lr"] = plateau.step(val.acc)
+            if stopper.step(epoch, val.acc):
+                # A true copy: state_dict() tensors alias the live parameters.
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if checkpoint_path is not None:
+                save_checkpoint(Path(checkpoint_path), {
+                    "job_key": spec.key(), "epoch": epoch,
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "plateau": plateau.state_dict(), "stopper": stopper.state_dict(),
+                    "best_state": best_state,
+                    "history": [dataclasses.asdict(row) for row in history],
+                })
+            if on_epoch is not None:
+                on_epoch(record)
+
+        # ---- test evaluation of the restored weights
+        if config.quirk("last_epoch_weights"):
+            evaluated_epoch = len(history)  # the reference code's aliasing copy restores nothing
+        else:
+            model.load_state_dict(best_state)
+            evaluated_epoch = stopper.best_epoch
+        test_loader = make_loader(data.test, meta, config, train=False, device=device)
+        test = evaluate(
+            model, test_loader, dev, precision=config.precision,
+            details=models.is_gradattn(spec.model), should_stop=should_stop,
+        )
+        metrics = classification_metrics(test.logits, test.labels, meta.num_classes)
+
+        # ---- gradient health on test batches, train mode, on a copy of the model
+        seed_everything(derived_seed(spec.seed, 0, "gradients"))
+        gradient_layers = measure_gradients(
+            model, iter(test_loader), max_batches=config.grad_batches, device=dev
+        )
+        record_provenance = provenance.collect(device, meta.digest, config)
+
+    best = history[stopper.best_epoch - 1]
+    last = history[-1]
+    extra: dict[str, Any] = {"resumed_after_epoch": resumed_after, "slots": slots}
+    if test.attention_by_token is not None:
+        extra["attention_by_token"] = test.attention_by_token
+    return JobOutcome(
+        metrics=metrics,
+        best_epoch=stopper.best_epoch,
+        epochs_run=len(history),
+        evaluated_epoch=evaluated_epoch,
+        gen_gap_best=best.train_acc - best.val_acc,
+        gen_gap_last=last.train_acc - last.val_acc,
+        epoch_seconds=float(np.mean([r.train_seconds + r.eval_seconds for r in history])),
+        train_seconds=float(np.mean([r.train_seconds for r in history])),
+        eval_seconds=float(np.mean([r.eval_seconds for r in history])),
+        params=models.count_parameters(model),
+        epochs=history,
+        gradient_layers=gradient_layers,
+        provenance={**record_provenance, "split_sizes": list(data.split_sizes())},
+        extra=extra,
+        device=device,
+    )
+
+
+def _progress(loader: Any, limit: int | None, show: bool, label: str) -> Any:
+    """The loader's batches, at most `limit` of them, with a progress bar when asked."""
+    import itertools
+
+    total = len(loader) if limit is None else min(limit, len(loader))
+    batches = itertools.islice(loader, total)
+    if not show:
+        return batches
+    from tqdm import tqdm
+
+    return tqdm(batches, total=total, desc=label, leave=False)
+
+
+def restore_model(spec: JobSpec, meta: Any, state: dict[str, torch.Tensor]) -> nn.Module:
+    """A model of the job's architecture with `state` loaded (for re-evaluation and tests)."""
+    import models
+
+    model = models.build_model(spec.model, meta.channels, meta.num_classes, **spec.config.model)
+    model.load_state_dict(state)
+    return model
+
+
+__all__ = [
+    "EpochRecord", "Evaluation", "JobInterrupted", "JobOutcome", "evaluate", "load_data",
+    "make_loader", "restore_model", "run_job",
+]
