@@ -184,7 +184,8 @@ def _part(
     fmt = lambda x: fmt_value(x, metric, scale, offset)  # noqa: E731
     estimate = "no data"
     if res.n:
-        estimate = f"{fmt(res.mean_diff)} (95% CI {fmt(res.ci_low)} to {fmt(res.ci_high)}, n={res.n})"
+        interval = f"95% CI {fmt(res.ci_low)} to {fmt(res.ci_high)}"
+        estimate = f"{fmt(res.mean_diff)} ({interval}, n={res.n})"
     jobs = sorted({j for pair in res.job_ids for j in pair})
     return {
         "dataset": dataset, "baseline": baseline, "candidate": candidate, "metric": metric,
@@ -193,7 +194,8 @@ def _part(
         "ci_family_low": decision.ci_family[0], "ci_family_high": decision.ci_family[1],
         "p_value": res.p_value, "p_permutation": res.p_permutation, "p_adjusted": p_adjusted,
         "m": m, "verdict": decision.verdict, "reason": decision.reason,
-        "seeds_needed": decision.seeds_needed, "job_ids": jobs, "estimate": estimate,
+        "seeds_needed": decision.seeds_needed, "mde": res.mde, "job_ids": jobs,
+        "estimate": estimate,
         "claimed": region_text(region, metric, scale, offset), "selection": selection,
     }  # fmt: skip
 
@@ -236,7 +238,8 @@ def comparison_parts(ctx: Context, claim: dict[str, Any]) -> list[dict[str, Any]
         specs = [{**claim, **pair} for pair in claim["pairs"]]
     else:
         datasets = claim.get("datasets") or [claim["dataset"]]
-        baselines = claim["baseline"] if isinstance(claim["baseline"], list) else [claim["baseline"]]
+        baselines = claim["baseline"]
+        baselines = baselines if isinstance(baselines, list) else [baselines]
         specs = [{**claim, "dataset": d, "baseline": b} for d in datasets for b in baselines]
     parts = []
     for spec in specs:
@@ -287,7 +290,8 @@ def params_parts(ctx: Context, claim: dict[str, Any]) -> list[dict[str, Any]]:
                     "metric": "params", "scale": "exact", "n": min(len(base), len(cand)),
                     "claimed": f"{low * 100:+.1f}% to {high * 100:+.1f}%", "seeds_needed": None,
                     "p_value": None, "p_adjusted": None,
-                    "job_ids": sorted(int(j) for j in (*base["job_id"], *cand["job_id"]))}  # fmt: skip
+                    "job_ids": sorted(int(j) for j in (*base["job_id"],
+                                                       *cand["job_id"]))}  # fmt: skip
             if base.empty or cand.empty:
                 parts.append({**part, "verdict": UNTESTABLE, "reason": "no data",
                               "estimate": "no data", "mean": math.nan})  # fmt: skip

@@ -114,10 +114,11 @@ def _summarise(parts: list[dict[str, Any]], verdict: str) -> str:
         if p.get("baseline") and len({q.get("baseline") for q in parts}) > 1:
             label += f" vs {p['baseline']}"
         groups.setdefault(p["reason"], []).append(label)
-    text = "; ".join(
-        f"{reason} ({', '.join(labels[:shown])}{f', +{len(labels) - shown} more' if len(labels) > shown else ''})"
-        for reason, labels in groups.items()
-    )
+    texts = []
+    for reason, labels in groups.items():
+        more = f", +{len(labels) - shown} more" if len(labels) > shown else ""
+        texts.append(f"{reason} ({', '.join(labels[:shown])}{more})")
+    text = "; ".join(texts)
     return f"{len(chosen)} of {len(parts)} parts: {text}" if len(parts) > 1 else chosen[0]["reason"]
 
 
@@ -127,14 +128,18 @@ def _count_verdict(parts: list[dict[str, Any]], at_least: int, total: int) -> tu
     supported = sum(p["verdict"] == SUPPORTED for p in parts)
     possible = total - sum(p["verdict"] == CONTRADICTED for p in parts)
     if supported >= at_least:
-        return SUPPORTED, f"{supported} of {total} datasets significantly better (claimed >= {at_least})"
+        return SUPPORTED, (
+            f"{supported} of {total} datasets significantly better (claimed >= {at_least})"
+        )
     if possible < at_least:
         return CONTRADICTED, (
             f"smaller than claimed: at most {possible} of {total} datasets can be better "
             f"(claimed >= {at_least})"
         )
     if any(p["verdict"] == UNTESTABLE for p in parts):
-        return UNTESTABLE, f"{supported} of {total} significantly better; the rest untestable at this n"
+        return UNTESTABLE, (
+            f"{supported} of {total} significantly better; the rest untestable at this n"
+        )
     return INCONCLUSIVE, f"{supported} of {total} significantly better; {possible} still possible"
 
 

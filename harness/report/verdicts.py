@@ -36,40 +36,47 @@ SESOI_DIFF: dict[str, float] = {
 SESOI_LOG = math.log(1.10)
 
 VERDICT_RULE = f"""\
-Each claim is split into parts: one comparison of a candidate with a baseline (or of a model's \
-own value with the paper's figure) on one dataset and metric, with runs paired by \
-(seed, split_seed). Differences are candidate - baseline in database units, or log(candidate / \
-baseline) per pair for relative claims (shown back as %). A part is tested two-sided: the \
-paired t-test and the exact sign-flip test over all 2^n sign patterns; the larger of the two \
-p-values is Holm-corrected across the m cells of its table (every dataset x GradAttn variant \
-against the same baseline and metric; for a model's own level, across the claim's datasets). \
-The interval used is the simultaneous (1 - alpha/m) t-interval (alpha = {ALPHA}). The claim \
-gives a region R: a point claim of size v claims [v/2, 2v] (the stated size within a factor of \
-two); a range claim its range; a directional claim "> 0" (or "< 0"); "matches" or a stated \
-level claims +-SESOI around it; "not consistently slower" claims "< SESOI". The smallest effect \
-of interest SESOI is 0.5 pp for accuracies, 0.005 for F1/ECE/gaps, 0.025 for GHS, 1 epoch, 10% \
-on log-ratios. First rule that applies wins: \
-(1) no paired runs: UNTESTABLE (no data). \
-(2) m x (smallest p the exact test can give with n pairs, 2/2^n) > alpha: UNTESTABLE (n too \
-small; the seeds needed are given). \
-(3) R contains 0 (matches / a level / non-inferiority): interval inside R: SUPPORTED; interval \
-entirely outside R: CONTRADICTED (smaller or larger than claimed; opposite for a one-sided R); \
-otherwise INCONCLUSIVE. \
-(4) R excludes 0 (an effect): Holm p <= alpha with the mean against the claimed sign, or the \
-interval entirely on the other side of 0: CONTRADICTED (opposite); interval entirely nearer 0 \
-than R: CONTRADICTED (smaller than claimed, or no meaningful effect when the interval lies \
-within +-SESOI); interval entirely beyond R: \
-CONTRADICTED (larger than claimed); Holm p <= alpha with the claimed sign: SUPPORTED; interval \
-within +-SESOI while R reaches beyond it: CONTRADICTED (no meaningful effect); otherwise \
-INCONCLUSIVE, with the seeds a paired t-test needs (80% power, alpha/m, the observed SD) for the \
-claimed effect. \
-Deterministic quantities (parameter counts) are compared exactly, no test. A claim over \
-several parts ("every", "each variant") is CONTRADICTED if any part is, else UNTESTABLE if any \
-is, else INCONCLUSIVE if any is, else SUPPORTED. A count claim ("k of N datasets") is \
-SUPPORTED when at least k parts are, CONTRADICTED when fewer than k parts are left that are not \
-contradicted; a sign test over datasets is shown beside it. "Best GradAttn variant" is the \
-variant with the best mean on these same runs: optimistic, so its p is Holm-adjusted with all \
-three variants in the family."""
+Parts. A claim is split into parts: one comparison of a candidate with a baseline (or of a
+model's own value with the paper's figure) on one dataset and metric, runs paired by
+(seed, split_seed). Differences are candidate - baseline in database units, or
+log(candidate / baseline) per pair for relative claims (shown back as %).
+
+Tests. Each part is tested two-sided with the paired t-test and the exact sign-flip test (all
+2^n sign patterns). The larger of the two p-values is Holm-corrected across the m cells of its
+table: every dataset x GradAttn variant against the same baseline and metric (for a model's own
+level: the claim's datasets). The interval is the simultaneous (1 - alpha/m) t-interval,
+alpha = {ALPHA}.
+
+Claimed region R. Point claim of size v: [v/2, 2v] (the stated size within a factor of two).
+Range claim: its range. Directional claim: > 0 (or < 0). "Matches" or a stated level: +-SESOI
+around it. "Not consistently slower": < +SESOI. SESOI, the smallest effect of interest: 0.5 pp
+for accuracies, 0.005 for F1 / ECE / gaps, 0.025 for GHS, 1 epoch, 10% on log-ratios.
+
+Rule, first match wins:
+ 1. No paired runs: UNTESTABLE (no data).
+ 2. m x 2/2^n > alpha (the exact test cannot reach alpha after Holm with n pairs):
+    UNTESTABLE, with the seeds needed.
+ 3. R contains 0 (matches / a level / not slower): interval inside R: SUPPORTED; interval
+    entirely outside R: CONTRADICTED (smaller / larger than claimed; opposite for a one-sided
+    R); otherwise INCONCLUSIVE.
+ 4. R excludes 0 (an effect):
+    a. Holm p <= alpha against the claimed sign, or interval entirely across 0:
+       CONTRADICTED (opposite).
+    b. Interval entirely nearer 0 than R: CONTRADICTED (smaller than claimed; no meaningful
+       effect if the interval lies within +-SESOI).
+    c. Interval entirely beyond R: CONTRADICTED (larger than claimed).
+    d. Holm p <= alpha with the claimed sign: SUPPORTED.
+    e. Interval within +-SESOI while R reaches beyond it: CONTRADICTED (no meaningful effect).
+    f. Otherwise INCONCLUSIVE, with the seeds a paired t-test needs for the claimed effect
+       (80% power, alpha/m, the observed SD of the differences).
+ Parameter counts are deterministic: compared exactly with R, no test.
+
+Combining parts. "Every" / "each variant": CONTRADICTED if any part is, else UNTESTABLE if any
+is, else INCONCLUSIVE if any is, else SUPPORTED. "Not consistently slower": SUPPORTED if any
+part is, CONTRADICTED if all are. "k of N datasets": SUPPORTED when at least k parts are,
+CONTRADICTED when fewer than k parts are not contradicted; a sign test over datasets is shown
+beside it. "Best GradAttn variant" is the variant with the best mean on these same runs, an
+optimistic choice: its p is Holm-adjusted in a family holding all three variants."""
 
 
 def sesoi(metric: str, scale: str) -> float:
