@@ -44,8 +44,8 @@ class Source:
             if unpacked and not (directory / remote.filename).is_file():
                 continue  # the archive was deleted after unpacking; `verify` uses the manifest
             download(self.name, remote, directory, mirror)
-        produced = self._prepare(directory)
-        self._record(directory, produced)
+        if not unpacked:  # already unpacked: the checks above were all that was needed
+            self._record(directory, self._prepare(directory))
 
     def _prepare(self, directory: Path) -> list[Path]:
         """Unpack downloaded files; return the derived files whose digest `verify` re-checks."""
@@ -54,10 +54,12 @@ class Source:
     def _record(self, directory: Path, produced: list[Path]) -> None:
         if not produced:
             return
-        manifest = {str(p.relative_to(directory)): file_hash(p) for p in produced}
+        path = directory / MANIFEST
+        manifest = json.loads(path.read_text()) if path.is_file() else {}
+        manifest.update({str(p.relative_to(directory)): file_hash(p) for p in produced})
         tmp = directory / f"{MANIFEST}.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-        os.replace(tmp, directory / MANIFEST)
+        os.replace(tmp, path)
 
     # -- inspecting ------------------------------------------------------------------------
     def required_files(self, root: Path, **options: Any) -> list[Path]:

@@ -111,7 +111,8 @@ class MedMnistSource(Source):
             from datasets.download import download as fetch_one
 
             fetch_one(self.name, REMOTES[self.name][size], self.directory(root))
-        return super().load(root, split_seed, protocol, download, **options)
+        # The 28x28 file is fetched only when it is the one being read.
+        return super().load(root, split_seed, protocol, download and size == 28, **options)
 
     def _load(self, root: Path, split_seed: int, protocol: str, **options: Any) -> LoadedDataset:
         size = _size(options)

@@ -126,7 +126,7 @@ def _decode(name: str, files: list[Path]) -> np.ndarray:
     for i, path in enumerate(files):
         try:
             with Image.open(path) as img:
-                rgb = img.convert("RGB")  # about 1.5% of the JPEGs are grayscale
+                rgb = img.convert("RGB")  # some of the JPEGs are grayscale
                 if rgb.size != (SIZE, SIZE):
                     rgb = rgb.resize((SIZE, SIZE), Image.BILINEAR)
                 out[i] = np.asarray(rgb).transpose(2, 0, 1)

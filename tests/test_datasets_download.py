@@ -85,6 +85,15 @@ def test_unreachable_url_names_it_and_the_manual_path(tmp_path):
     assert "\n" not in message
 
 
+def test_load_with_download_goes_through_the_same_verified_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_DATA_MIRROR", "http://127.0.0.1:9")
+    with pytest.raises(
+        datasets.DatasetError, match=r"svhn: download of http://127\.0\.0\.1:9/train_32x32\.mat"
+    ):
+        datasets.load("svhn", tmp_path, download=True)
+    assert not list((tmp_path / "svhn").iterdir())
+
+
 def _tar_with(path: Path, name: str, data: bytes = b"x", link: str | None = None) -> Path:
     with tarfile.open(path, "w:gz") as tf:
         info = tarfile.TarInfo(name)
@@ -142,6 +151,9 @@ def test_fetch_unpacks_records_and_verify_catches_tampering(server, tmp_path):
     source.fetch(root, mirror=base)
     assert source.present(root)
     assert all(s.ok for s in source.verify(root)) and len(source.verify(root)) == 2
+    (root / "served" / "served.tar.gz").unlink()  # archive removed after unpacking
+    source.fetch(root, mirror="http://127.0.0.1:9")  # nothing to download: no network needed
+    assert [s.ok for s in source.verify(root)] == [True]  # the manifest still vouches
     (root / "served" / "unpacked" / "data.bin").write_bytes(b"tampered")
     bad = [s for s in source.verify(root) if not s.ok]
     assert len(bad) == 1 and "sha256 mismatch" in bad[0].note
