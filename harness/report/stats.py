@@ -14,9 +14,7 @@ back to a percentage with `log_to_rel`.
 
 from __future__ import annotations
 
-import functools
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -25,8 +23,21 @@ import pandas as pd
 from scipy import stats as sps
 
 from harness.errors import HarnessError
+from harness.report.power import (
+    ALTERNATIVES,
+    _check_alternative,
+    min_exact_p,
+    min_seeds_exact,
+    minimum_detectable_effect,
+    seeds_needed,
+)
 
-ALTERNATIVES = ("two-sided", "greater", "less")
+__all__ = [
+    "ALTERNATIVES", "METRIC_DIRECTIONS", "CellRuns", "PairedResult", "cell_runs",
+    "compare_cells", "direction", "holm", "log_ratio", "log_to_rel", "min_exact_p",
+    "min_seeds_exact", "minimum_detectable_effect", "one_sample", "paired_cell",
+    "paired_comparison", "rel_to_log", "seeds_needed", "sign_flip_p", "t_interval",
+]
 EXACT_MAX_N = 20  # 2^20 sign patterns; above this, a fixed-seed Monte Carlo sample
 MONTE_CARLO_DRAWS = 200_000
 
@@ -76,13 +87,6 @@ class PairedResult:
         return t_interval(self.n, self.mean_diff, self.sd_diff, level)
 
 
-def _check_alternative(alternative: str) -> None:
-    if alternative not in ALTERNATIVES:
-        raise HarnessError(
-            f"unknown alternative {alternative!r}; valid: {', '.join(ALTERNATIVES)}"
-        )
-
-
 def t_interval(n: int, mean: float, sd: float, level: float) -> tuple[float, float]:
     """Two-sided Student-t interval for a mean; a point when sd is 0; NaN when n < 2."""
     if n < 2 or not math.isfinite(sd):
@@ -122,93 +126,6 @@ def sign_flip_p(diffs: Sequence[float], alternative: str = "greater") -> float:
     else:
         hits = np.count_nonzero(np.abs(sums) >= abs(observed) - tol)
     return float((hits + extra) / total)
-
-
-def min_exact_p(n: int, alternative: str = "two-sided") -> float:
-    """Smallest p-value the exact sign-flip test can give with n pairs."""
-    _check_alternative(alternative)
-    if n <= 0:
-        return 1.0
-    sides = 2.0 if alternative == "two-sided" else 1.0
-    return min(1.0, sides / 2.0**n)
-
-
-def min_seeds_exact(m: int, alpha: float = 0.05, alternative: str = "two-sided") -> int:
-    """Fewest pairs with which the exact sign-flip test can reach alpha after Holm over m cells.
-
-    Every Holm-adjusted p of a family of m is at least m times the smallest raw p.
-    """
-    n = 1
-    while max(1, m) * min_exact_p(n, alternative) > alpha:
-        n += 1
-    return n
-
-
-def _power_alternative(alternative: str) -> str:
-    return "two-sided" if alternative == "two-sided" else "larger"
-
-
-def seeds_needed(
-    effect: float,
-    sd_diff: float | None,
-    alpha: float = 0.05,
-    power: float = 0.8,
-    alternative: str = "two-sided",
-) -> int | None:
-    """Pairs needed for a paired t-test to detect `effect` with `power` (statsmodels TTestPower).
-
-    `effect` and `sd_diff` are in the same units (the sd observed over our pairs). None when
-    there is no spread to plan with (sd missing, zero or NaN) or no effect to detect.
-    """
-    from statsmodels.stats.power import TTestPower
-    from statsmodels.tools.sm_exceptions import ConvergenceWarning  # registers its filters now
-
-    _check_alternative(alternative)
-    if sd_diff is None or not math.isfinite(sd_diff) or sd_diff <= 0:
-        return None
-    if not math.isfinite(effect) or effect == 0:
-        return None
-    d = abs(effect) / sd_diff
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)  # handled below
-            n = float(
-                TTestPower().solve_power(
-                    effect_size=d, alpha=alpha, power=power,
-                    alternative=_power_alternative(alternative),
-                )
-            )  # fmt: skip
-    except (ValueError, RuntimeError, ArithmeticError):
-        n = math.nan
-    if not math.isfinite(n):
-        # Solver failure (extreme d): the normal approximation is close enough to plan with.
-        z_alpha = sps.norm.ppf(1 - (alpha / 2 if alternative == "two-sided" else alpha))
-        n = ((z_alpha + sps.norm.ppf(power)) / d) ** 2 + 1
-    return max(2, math.ceil(n - 1e-9))
-
-
-def minimum_detectable_effect(
-    n: int, sd_diff: float, alpha: float = 0.05, power: float = 0.8, alternative: str = "greater"
-) -> float:
-    """Smallest true mean difference detected with `power` at this n (metric units)."""
-    if n < 2 or not math.isfinite(sd_diff) or sd_diff <= 0:
-        return math.nan
-    return _detectable_d(n, alpha, power, _power_alternative(alternative)) * sd_diff
-
-
-@functools.lru_cache(maxsize=256)
-def _detectable_d(n: int, alpha: float, power: float, alternative: str) -> float:
-    """Standardised detectable effect (d_z): depends on n, not on the data, so it is cached."""
-    from statsmodels.stats.power import TTestPower
-    from statsmodels.tools.sm_exceptions import ConvergenceWarning  # registers its filters now
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)  # NaN is reported as such
-            d = TTestPower().solve_power(nobs=n, alpha=alpha, power=power, alternative=alternative)
-    except (ValueError, RuntimeError, ArithmeticError):
-        return math.nan
-    return float(np.asarray(d).item())
 
 
 def paired_comparison(
