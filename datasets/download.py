@@ -70,7 +70,8 @@ def download(name: str, remote: Remote, directory: Path, mirror: str | None = No
         check_file(name, remote, target)
         return target
     url = remote.source_url(mirror)
-    part = target.with_name(target.name + ".part")
+    # Per-process name: two workers fetching the same file never write into each other's.
+    part = target.with_name(f"{target.name}.{os.getpid()}.part")
     try:
         _stream(url, part, remote.filename)
         check_file(
@@ -88,7 +89,7 @@ def download(name: str, remote: Remote, directory: Path, mirror: str | None = No
         official = f" (official URL {remote.url})" if url != remote.url else ""
         raise DatasetError(
             f"{name}: download of {url} failed ({reason}){official}; download it by hand and put it at "
-            f"{target} (see docs/DATASETS.md), then run `harness data verify {name}`"
+            f"{target} (see docs/DATASETS.md), then run `harness data fetch {name}` again"
         ) from None
     os.replace(part, target)
     return target
