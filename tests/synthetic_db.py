@@ -234,3 +234,55 @@ def grid_runs(
 def replace(run: SyntheticRun, **changes: Any) -> SyntheticRun:
     """A copy of `run` with fields changed."""
     return dataclasses.replace(run, **changes)
+
+
+EVIL = "<script>alert(1)</script>"  # a database string that must render as text
+
+
+def sample_runs() -> list[SyntheticRun]:
+    """A small but complete grid for the report tests: two paper datasets x six models x 3
+    seeds, a dataset and a model whose names are markup, a failed and a queued job, and one
+    reference-code run (a second protocol section)."""
+    cells = {}
+    for dataset, base in (("fashionmnist", 0.64), ("tinyimagenet", 0.33)):
+        for offset, model in enumerate(
+            ("resnet18", "gradattn_nope", "gradattn_learnable", "gradattn_rope",
+             "se_resnet18", "cbam_resnet18")
+        ):  # fmt: skip
+            cells[(dataset, model)] = base + 0.01 * offset
+    runs = grid_runs(cells, seeds=(42, 43, 44), sd=0.005, grid="paper")
+    runs.append(SyntheticRun("resnet18", "<i>odd dataset</i>", 42, grid="<b>grid</b>"))
+    runs.append(SyntheticRun(EVIL, "fashionmnist", 42, grid="paper"))
+    runs.append(
+        SyntheticRun(
+            "gradattn_rope", "fashionmnist", 45, grid="paper", status="failed",
+            error="Traceback (most recent call last):\n  File \"x\"\nRuntimeError: CUDA out of "
+            "memory <img src=x onerror=alert(2)>",
+        )
+    )  # fmt: skip
+    runs.append(SyntheticRun("gradattn_nope", "fashionmnist", 45, grid="paper", status="queued"))
+    runs.append(SyntheticRun("resnet18", "fashionmnist", 42, protocol="reference-code"))
+    return runs
+
+
+_SAMPLE: dict[str, Any] = {}
+
+
+def sample_report(root: Any) -> tuple[str, Any]:
+    """(database URL, index.html path) of one report of `sample_runs`, built once per process
+    and shared by the render and browser tests (a full build draws every figure)."""
+    from pathlib import Path
+
+    from harness.db import make_engine
+    from harness.report import build_report
+
+    if "index" not in _SAMPLE:
+        root = Path(root)
+        url = f"sqlite:///{root / 'sample.db'}"
+        fill_synthetic(make_engine(url), sample_runs())
+        index = build_report(
+            url, out_dir=root / "reports", formats=("html", "md", "latex", "csv", "json"),
+            name="sample",
+        )  # fmt: skip
+        _SAMPLE.update(url=url, index=index)
+    return _SAMPLE["url"], _SAMPLE["index"]
