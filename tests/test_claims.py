@@ -88,7 +88,7 @@ def test_no_data_is_untestable_and_baseline_check_compares_with_the_paper():
     df = frame({("svhn", "resnet18"): base, ("svhn", "gradattn_rope"): cand})
     missing = verdict_for(point_claim(2.0, dataset="pcam"), df)
     assert (missing.verdict, missing.reason) == ("UNTESTABLE", "no data")
-    assert "pcam paper 80.71% (Table 3) vs ours: no runs" in missing.baseline_check
+    assert missing.baseline_check == "resnet18 top1 vs paper: no runs for pcam"
     found = verdict_for(point_claim(2.0), df)
     mean = np.mean(base)
     assert found.baseline_check.startswith("resnet18 top1 vs paper: svhn paper 97.98%")

@@ -211,18 +211,31 @@ def _baseline_check(ctx: Context, claim: dict[str, Any]) -> str:
     else:
         datasets = sorted(ctx.df.loc[ctx.df["model"].isin(models), "dataset"].unique()) if len(
             ctx.df) else []  # fmt: skip
-    items = [_baseline_item(ctx, metric, d, m) for m in models for d in datasets]
-    label = ", ".join(models)
-    return f"{label} {metric} vs paper: " + ("; ".join(items) if items else "no runs")
+    # A level claim (C14, C15) states the paper's value itself where no table gives it.
+    stated = ("the claim", float(claim["value"])) if "model" in claim else None
+    items, missing = [], []
+    for model in models:
+        for dataset in datasets:
+            text = _baseline_item(ctx, metric, dataset, model, stated)
+            if text is None:
+                missing.append(dataset if len(models) == 1 else f"{dataset}/{model}")
+            else:
+                items.append(text)
+    if missing:
+        items.append(f"no runs for {', '.join(missing)}")
+    return f"{', '.join(models)} {metric} vs paper: " + ("; ".join(items) or "no runs")
 
 
-def _baseline_item(ctx: Context, metric: str, dataset: str, model: str) -> str:
-    paper = find_paper_value(dataset, model, metric)
+def _baseline_item(
+    ctx: Context, metric: str, dataset: str, model: str, stated: tuple[str, float] | None
+) -> str | None:
+    """Paper value vs our mean +- SD and 95% interval for one cell; None without runs."""
+    paper = find_paper_value(dataset, model, metric) or stated
     values = ctx.values(metric, dataset, model)[metric].to_numpy(float) if ctx.has(metric) else []
     source = paper[0].split(":")[0] if paper else ""
     paper_text = f"paper {value_text(paper[1], metric)} ({source})" if paper else "paper: n/a"
     if len(values) == 0:
-        return f"{dataset} {paper_text} vs ours: no runs"
+        return None
     mean = float(np.mean(values))
     sd = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
     low, high = t_interval(len(values), mean, sd, 0.95)
