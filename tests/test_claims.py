@@ -121,6 +121,8 @@ def test_count_claim_with_best_variant_selection_and_sign_test():
     sign = result.extra["sign_test"]
     assert (sign["datasets_better"], sign["datasets_compared"]) == (2, 3)
     assert sign["p_value"] == pytest.approx(sps.binomtest(2, 3, 0.5, "greater").pvalue)
+    assert "sign test over datasets: 2 of 3 better, p = 0.5" in result.reason
+    assert result.claimed.endswith("for the best of 3 variants, chosen on these runs (optimistic)")
     stricter = verdict_for({**claim, "at_least": 3}, df)
     assert stricter.verdict == "CONTRADICTED" and "at most 2 of 3" in stricter.reason
 
@@ -177,6 +179,7 @@ def test_level_claim_params_and_epoch_time():
                    ("svhn", "gradattn_nope"): same}, metric="epoch_seconds")  # fmt: skip
     result = verdict_for(timing, mixed)
     assert result.verdict == "SUPPORTED" and any("device" in note for note in result.notes)
+    assert result.reason.endswith("device-dependent (measured on cpu with 1 job(s) per device)")
     all_slow = frame({("svhn", "resnet18"): base, ("svhn", "gradattn_rope"): slow,
                       ("svhn", "gradattn_nope"): slow, ("svhn", "gradattn_learnable"): slow},
                      metric="epoch_seconds")  # fmt: skip

@@ -88,14 +88,14 @@ def evaluate_claims(
     return [_evaluate(ctx, claim) for claim in (claims if claims is not None else paper_claims())]
 
 
-def _device_note(ctx: Context, metric: str) -> str:
+def _devices(ctx: Context, metric: str) -> str:
+    """Where the runs of `metric` were measured: devices and jobs sharing a device."""
     rows = ctx.df[ctx.df[metric].notna()] if ctx.has(metric) else ctx.df
     devices = sorted({str(d) for d in rows.get("device", pd.Series(dtype=str)).dropna()})
     slots = sorted({int(s) for s in rows.get("slots", pd.Series(dtype=float)).dropna()})
     return (
-        f"{metric} depends on the device and on how many jobs shared it: measured on "
-        f"{', '.join(devices) or 'unknown devices'} with {', '.join(map(str, slots)) or '?'} "
-        "job(s) per device; the paper's times come from another machine"
+        f"measured on {', '.join(devices) or 'unknown devices'} with "
+        f"{', '.join(map(str, slots)) or '?'} job(s) per device"
     )
 
 
@@ -160,7 +160,8 @@ def _evaluate(ctx: Context, claim: dict[str, Any]) -> ClaimVerdict:
         parts = params_parts(ctx, claim)
     elif kind == "directional" and metric == "epoch_seconds":
         parts = not_slower_parts(ctx, claim)
-        notes.append(_device_note(ctx, metric))
+        notes.append(f"{metric} depends on the device and on how many jobs shared it: "
+                     f"{_devices(ctx, metric)}; the paper's times come from another machine")
         notes.append("'not consistently slower' holds if at least one (dataset, variant) is shown "
                      "not meaningfully slower (per-epoch time below +10%)")  # fmt: skip
     elif "model" in claim:
@@ -174,17 +175,24 @@ def _evaluate(ctx: Context, claim: dict[str, Any]) -> ClaimVerdict:
     if kind == "count":
         total = len(claim["datasets"])
         verdict, reason = _count_verdict(parts, int(claim["at_least"]), total)
-        extra["sign_test"] = _sign_test(parts)
+        sign = extra["sign_test"] = _sign_test(parts)
+        if sign["datasets_compared"]:
+            better, compared = sign["datasets_better"], sign["datasets_compared"]
+            reason += f"; sign test over datasets: {better} of {compared} better, "
+            reason += f"p = {sign['p_value']:.3g}"
     elif kind == "directional" and metric == "epoch_seconds":
         verdict = combine_any(verdicts)
-        reason = _summarise(parts, verdict)
+        reason = f"{_summarise(parts, verdict)}; device-dependent ({_devices(ctx, metric)})"
     else:
         verdict = combine_every(verdicts)
         reason = _summarise(parts, verdict)
+    claimed = _claimed_text(parts)
+    if claim.get("candidate") == "best_gradattn_variant":
+        claimed += " for the best of 3 variants, chosen on these runs (optimistic)"
     return ClaimVerdict(
         id=str(claim["id"]), text=str(claim["text"]), source=str(claim.get("source", "")),
         kind=kind, verdict=verdict, reason=reason, baseline_check=_baseline_check(ctx, claim),
-        claimed=_claimed_text(parts), parts=parts, notes=notes, extra=extra,
+        claimed=claimed, parts=parts, notes=notes, extra=extra,
     )  # fmt: skip
 
 
