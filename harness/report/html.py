@@ -116,7 +116,8 @@ def _claim_view(claim: Any) -> dict[str, Any]:
                 if isinstance(value, int | float) and not is_missing(value)
                 else ""
             )
-            text = label(value, MODEL_LABELS) if isinstance(value, str) else _num(value)
+            labels = DATASET_LABELS if key == "dataset" else MODEL_LABELS
+            text = label(value, labels) if isinstance(value, str) else _num(value)
             values.append({"text": text, "sort": sort})
         parts.append({"fields": values, "jobs": _jobs_of(part)})
     return {

@@ -9,12 +9,14 @@
     if (raw !== null && raw !== "" && !isNaN(Number(raw))) { return Number(raw); }
     return cell.textContent.trim().toLowerCase();
   }
-  function compare(a, b) {
+  // Numbers compare as numbers; in a numeric column, text such as "no data" stays last in
+  // both directions, so the cells with data remain on top.
+  function compare(a, b, direction) {
     var numA = typeof a === "number", numB = typeof b === "number";
-    if (numA && numB) { return a - b; }
-    if (numA) { return -1; }  // numbers before text such as "no data"
+    if (numA && numB) { return direction * (a - b); }
+    if (numA) { return -1; }
     if (numB) { return 1; }
-    return a < b ? -1 : (a > b ? 1 : 0);
+    return direction * (a < b ? -1 : (a > b ? 1 : 0));
   }
   function sortBy(table, th) {
     var index = Array.prototype.indexOf.call(th.parentNode.children, th);
@@ -22,8 +24,7 @@
     var body = table.tBodies[0];
     var rows = Array.prototype.slice.call(body.rows);
     rows.sort(function (r1, r2) {
-      var result = compare(key(r1, index), key(r2, index));
-      return ascending ? result : -result;
+      return compare(key(r1, index), key(r2, index), ascending ? 1 : -1);
     });
     rows.forEach(function (row) { body.appendChild(row); });
     Array.prototype.forEach.call(th.parentNode.children, function (other) {
