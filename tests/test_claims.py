@@ -63,8 +63,10 @@ def verdict_for(claim: dict, df: pd.DataFrame):
 )
 def test_point_claim_verdicts(effect_pp, sd_pp, n, claimed_pp, verdict, reason):
     base, cand = pair(effect_pp / 100, sd_pp / 100, n)
-    result = verdict_for(point_claim(claimed_pp), frame({("svhn", "resnet18"): base,
-                                                         ("svhn", "gradattn_rope"): cand}))
+    result = verdict_for(
+        point_claim(claimed_pp),
+        frame({("svhn", "resnet18"): base, ("svhn", "gradattn_rope"): cand}),
+    )
     assert result.verdict == verdict
     assert result.reason.startswith(reason)
     (part,) = result.parts
@@ -76,8 +78,9 @@ def test_point_claim_verdicts(effect_pp, sd_pp, n, claimed_pp, verdict, reason):
 
 def test_inconclusive_gives_the_seeds_statsmodels_asks_for():
     base, cand = pair(0.01, 0.03, 8)
-    result = verdict_for(point_claim(2.0), frame({("svhn", "resnet18"): base,
-                                                  ("svhn", "gradattn_rope"): cand}))
+    result = verdict_for(
+        point_claim(2.0), frame({("svhn", "resnet18"): base, ("svhn", "gradattn_rope"): cand})
+    )
     (part,) = result.parts
     n = TTestPower().solve_power(effect_size=0.02 / 0.03, alpha=0.05, power=0.8)
     assert part["verdict"] == "INCONCLUSIVE" and part["seeds_needed"] == max(math.ceil(n), 6)

@@ -8,6 +8,7 @@ turn a claim of claims.yaml into parts; harness.report.claims combines them into
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -200,7 +201,9 @@ def _part(
     }  # fmt: skip
 
 
-def _scale_and_region(spec: dict[str, Any], metric: str, delta_for) -> tuple[str, Region]:
+def _scale_and_region(
+    spec: dict[str, Any], metric: str, delta_for: Callable[[str], float]
+) -> tuple[str, Region]:
     """The claim's region on the comparison's scale, from its value / low-high / direction."""
     unit = spec.get("unit")
     if unit == "rel":
@@ -268,8 +271,19 @@ def level_parts(ctx: Context, claim: dict[str, Any]) -> list[dict[str, Any]]:
     adjusted = holm(p_test)
     m = sum(r.n > 0 for r in results)
     return [
-        _part(ctx, res, p_adj, m, region, metric=metric, scale="level", dataset=dataset,
-              baseline=None, candidate=model, offset=value)  # fmt: skip
+        _part(
+            ctx,
+            res,
+            p_adj,
+            m,
+            region,
+            metric=metric,
+            scale="level",
+            dataset=dataset,
+            baseline=None,
+            candidate=model,
+            offset=value,
+        )  # fmt: skip
         for dataset, res, p_adj in zip(datasets, results, adjusted, strict=True)
     ]
 

@@ -44,7 +44,11 @@ from harness.report.verdicts import (
 )
 
 __all__ = [
-    "GRADATTN_VARIANTS", "PERCENT_METRICS", "VERDICT_RULE", "ClaimVerdict", "evaluate_claims",
+    "GRADATTN_VARIANTS",
+    "PERCENT_METRICS",
+    "VERDICT_RULE",
+    "ClaimVerdict",
+    "evaluate_claims",
 ]
 
 SELECTION_NOTE = (
@@ -160,8 +164,10 @@ def _evaluate(ctx: Context, claim: dict[str, Any]) -> ClaimVerdict:
         parts = params_parts(ctx, claim)
     elif kind == "directional" and metric == "epoch_seconds":
         parts = not_slower_parts(ctx, claim)
-        notes.append(f"{metric} depends on the device and on how many jobs shared it: "
-                     f"{_devices(ctx, metric)}; the paper's times come from another machine")
+        notes.append(
+            f"{metric} depends on the device and on how many jobs shared it: "
+            f"{_devices(ctx, metric)}; the paper's times come from another machine"
+        )
         notes.append("'not consistently slower' holds if at least one (dataset, variant) is shown "
                      "not meaningfully slower (per-epoch time below +10%)")  # fmt: skip
     elif "model" in claim:

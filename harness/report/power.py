@@ -19,9 +19,7 @@ ALTERNATIVES = ("two-sided", "greater", "less")
 
 def _check_alternative(alternative: str) -> None:
     if alternative not in ALTERNATIVES:
-        raise HarnessError(
-            f"unknown alternative {alternative!r}; valid: {', '.join(ALTERNATIVES)}"
-        )
+        raise HarnessError(f"unknown alternative {alternative!r}; valid: {', '.join(ALTERNATIVES)}")
 
 
 def min_exact_p(n: int, alternative: str = "two-sided") -> float:

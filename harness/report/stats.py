@@ -33,10 +33,26 @@ from harness.report.power import (
 )
 
 __all__ = [
-    "ALTERNATIVES", "METRIC_DIRECTIONS", "CellRuns", "PairedResult", "cell_runs",
-    "compare_cells", "direction", "holm", "log_ratio", "log_to_rel", "min_exact_p",
-    "min_seeds_exact", "minimum_detectable_effect", "one_sample", "paired_cell",
-    "paired_comparison", "rel_to_log", "seeds_needed", "sign_flip_p", "t_interval",
+    "ALTERNATIVES",
+    "METRIC_DIRECTIONS",
+    "CellRuns",
+    "PairedResult",
+    "cell_runs",
+    "compare_cells",
+    "direction",
+    "holm",
+    "log_ratio",
+    "log_to_rel",
+    "min_exact_p",
+    "min_seeds_exact",
+    "minimum_detectable_effect",
+    "one_sample",
+    "paired_cell",
+    "paired_comparison",
+    "rel_to_log",
+    "seeds_needed",
+    "sign_flip_p",
+    "t_interval",
 ]
 EXACT_MAX_N = 20  # 2^20 sign patterns; above this, a fixed-seed Monte Carlo sample
 MONTE_CARLO_DRAWS = 200_000
@@ -239,7 +255,7 @@ def log_to_rel(log_value: float) -> float:
 
 
 def direction(metric: str) -> str:
-    """"higher" or "lower" is better for `metric`; HarnessError if it has no direction."""
+    """ "higher" or "lower" is better for `metric`; HarnessError if it has no direction."""
     try:
         return METRIC_DIRECTIONS[metric]
     except KeyError:
