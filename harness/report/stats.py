@@ -255,7 +255,7 @@ def log_to_rel(log_value: float) -> float:
 
 
 def direction(metric: str) -> str:
-    """ "higher" or "lower" is better for `metric`; HarnessError if it has no direction."""
+    """Which way is better for `metric` ("higher" or "lower"); HarnessError if it has none."""
     try:
         return METRIC_DIRECTIONS[metric]
     except KeyError:
