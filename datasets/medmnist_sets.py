@@ -3,7 +3,7 @@ medmnist package, with MedMNIST's official train/val/test splits.
 
 The paper uses the 28x28 files resized to 64x64 (Table 2); option `medmnist_size=64` reads the
 native 64x64 files instead (no resize). Gray TissueMNIST is repeated to 3 channels, as the
-authors' notebooks feed it to a 3-channel ResNet-18. The repeat is a zero-copy broadcast view.
+authors' notebooks feed it to a 3-channel ResNet-18.
 """
 
 from __future__ import annotations
@@ -163,10 +163,11 @@ def _size(options: dict[str, Any]) -> int:
 
 
 def _nchw_rgb(images: np.ndarray) -> np.ndarray:
-    """(N,H,W) gray -> (N,3,H,W) by a read-only broadcast (no copy); (N,H,W,3) -> (N,3,H,W)."""
+    """(N,H,W) gray -> (N,3,H,W) repeated; (N,H,W,3) -> (N,3,H,W). A real, writable copy (not
+    a broadcast view): torch and in-place consumers warn about or mishandle read-only arrays,
+    and TissueMNIST at 28x28x3 is only about 0.55 GB."""
     if images.ndim == 3:
-        n, h, w = images.shape
-        return np.broadcast_to(images[:, None, :, :], (n, 3, h, w))
+        return np.repeat(images[:, None, :, :], 3, axis=1)
     return np.ascontiguousarray(images.transpose(0, 3, 1, 2))
 
 
