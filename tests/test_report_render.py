@@ -90,8 +90,9 @@ def test_claims_runs_and_provenance_sections(sample):
 
 
 def test_figures_without_data_are_skipped_with_reason(sqlite_url, tmp_path):
-    fill_synthetic(make_engine(sqlite_url), [SyntheticRun("resnet18", "svhn", 1, grad_means=[])])
-    index = build_report(sqlite_url, out_dir=tmp_path, name="small")
+    engine = make_engine(sqlite_url)
+    fill_synthetic(engine, [SyntheticRun("resnet18", "svhn", 1, grad_means=[])])
+    index = build_report(engine, out_dir=tmp_path, name="small")  # an Engine, as `demo` passes
     page = index.read_text(encoding="utf-8")
     assert "Attention weight per token depth: not drawn (no GradAttn result has" in page
     assert "Gradient norm per layer: not drawn (no gradient rows" in page

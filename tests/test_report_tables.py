@@ -13,6 +13,7 @@ from harness.report.load import load_epochs, load_gradients, load_jobs, load_res
 from harness.report.tables import TABLE_SPECS, build_table, build_tables, cell_text, dedupe
 
 SPEC = {spec.number: spec for spec in TABLE_SPECS}
+H100 = {"device_name": "NVIDIA H100 80GB HBM3", "git_commit": "abc1234"}
 
 
 @pytest.fixture
@@ -142,7 +143,7 @@ def test_table9_marks_against_three_baselines_and_table8_device(engine):
     for model, mean in [("resnet18", 0.60), ("se_resnet18", 0.70), ("cbam_resnet18", 0.80),
                         ("gradattn_rope", 0.75)]:  # fmt: skip
         runs += [
-            SyntheticRun(model, "tinyimagenet", s, device="cuda:0", slots=4,
+            SyntheticRun(model, "tinyimagenet", s, device="cuda:0", slots=4, provenance=H100,
                          metrics={"top1": float(mean + rng.normal(0, 0.004))})
             for s in seeds
         ]  # fmt: skip
@@ -153,7 +154,7 @@ def test_table9_marks_against_three_baselines_and_table8_device(engine):
         "resnet18": "▲", "se_resnet18": "▲", "cbam_resnet18": "▼"
     }  # fmt: skip
     info = tables[8].cell(("tinyimagenet",), "gradattn_rope")["info"]
-    assert info == "cuda:0, 4 slot(s), n=8"
+    assert info == "cuda:0 (NVIDIA H100 80GB HBM3), 4 slot(s), n=8"
     # Table 7 covers every dataset with data, although the paper prints Tiny ImageNet only.
     assert ("tinyimagenet", "se_resnet18") not in tables[7].rows
     assert ("tinyimagenet", "gradattn_rope") in tables[7].rows

@@ -280,13 +280,24 @@ def _row_keys(spec: TableSpec, layout: pd.DataFrame, data: pd.DataFrame) -> list
     return rows
 
 
+def _device_text(device: Any, provenance: Any) -> str:
+    """'cuda:0 (NVIDIA H100 80GB HBM3)': the job's device and, when recorded, its model."""
+    name = provenance.get("device_name") if isinstance(provenance, dict) else None
+    text = str(device) if device and not pd.isna(device) else "unknown device"
+    return f"{text} ({name})" if name else text
+
+
 def _info(group: pd.DataFrame) -> str:
-    """Device and slots of the jobs behind a Table 8 cell."""
-    parts = []
-    for (device, slots), sub in group.groupby(["device", "slots"], dropna=False):
-        slots_text = "?" if pd.isna(slots) else int(slots)
-        parts.append(f"{device or 'unknown device'}, {slots_text} slot(s), n={len(sub)}")
-    return "; ".join(parts)
+    """Device and slots (jobs sharing it) of the runs behind a Table 8 cell."""
+    keys = pd.DataFrame(
+        {
+            "device": [_device_text(d, p) for d, p in zip(group["device"], group["provenance"],
+                                                           strict=True)],
+            "slots": ["?" if pd.isna(s) else str(int(s)) for s in group["slots"]],
+        }
+    )  # fmt: skip
+    counts = keys.value_counts(sort=False)
+    return "; ".join(f"{dev}, {slots} slot(s), n={n}" for (dev, slots), n in counts.items())
 
 
 def build_table(spec: TableSpec, results: pd.DataFrame) -> ReportTable:
