@@ -128,6 +128,10 @@ def test_count_claim_with_best_variant_selection_and_sign_test():
     assert result.claimed.endswith("for the best of 3 variants, chosen on these runs (optimistic)")
     stricter = verdict_for({**claim, "at_least": 3}, df)
     assert stricter.verdict == "CONTRADICTED" and "at most 2 of 3" in stricter.reason
+    wider = {**claim, "datasets": ["svhn", "cifar10", "pcam", "bloodmnist"], "at_least": 3}
+    wider = verdict_for(wider, df)
+    assert wider.verdict == "UNTESTABLE"
+    assert wider.reason.startswith("2 of 4 significantly better; 1 without data")
 
 
 def test_relative_claim_on_log_ratios():

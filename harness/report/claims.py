@@ -140,10 +140,13 @@ def _count_verdict(parts: list[dict[str, Any]], at_least: int, total: int) -> tu
             f"smaller than claimed: at most {possible} of {total} datasets can be better "
             f"(claimed >= {at_least})"
         )
-    if any(p["verdict"] == UNTESTABLE for p in parts):
-        return UNTESTABLE, (
-            f"{supported} of {total} significantly better; the rest untestable at this n"
-        )
+    untestable = [p for p in parts if p["verdict"] == UNTESTABLE]
+    if untestable:
+        no_data = sum(p["reason"] == "no data" for p in untestable)
+        why = [f"{no_data} without data"] if no_data else []
+        if len(untestable) > no_data:
+            why.append(f"{len(untestable) - no_data} untestable at this n")
+        return UNTESTABLE, f"{supported} of {total} significantly better; {', '.join(why)}"
     return INCONCLUSIVE, f"{supported} of {total} significantly better; {possible} still possible"
 
 
