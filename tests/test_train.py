@@ -1,8 +1,8 @@
 """run_job end to end on the embedded digits set (CPU): restore, resume, seeds, interruption.
 
-Three short real trainings are shared by the tests of this module (about 10 s each on a busy
-two-core machine): A = SEED_A uninterrupted; B = SEED_A stopped after epoch 1 and resumed from
-its checkpoint; C = SEED_C with the reference-code quirk last_epoch_weights.
+Three short real trainings are shared by the tests of this module (about 6 s of CPU each):
+A = a seed whose run stops early, uninterrupted; B = the same seed stopped after epoch 1 and
+resumed from its checkpoint; C = another such seed with the quirk last_epoch_weights.
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ from harness.train import (
 
 MODEL = "gradattn_nope"
 # Small and noisy on purpose: a high learning rate and es_patience 1 make early stopping
-# likely, so that the best epoch and the last epoch differ (seed 4: val acc up at epoch 2, down
-# at 3; seed 6 likewise -- the tests check that this still holds rather than assume it).
-SEED_A, SEED_C = 4, 6
+# likely, so that the best epoch and the last epoch differ. Seeds 4 and 6 stop early on the
+# development machine; other CPUs may round differently, so the fixture takes the first
+# candidate seed that does (and fails loudly if none does).
+CANDIDATE_SEEDS = (4, 6, 3, 5)
 OVERRIDES = {
     "max_epochs": 3,
     "max_train_batches": 2,
@@ -45,6 +46,7 @@ OVERRIDES = {
     "model.dim_feedforward": 32,
 }
 NO_DATA = Path("/nonexistent-data-root")  # digits is embedded: nothing is read from disk
+LAST = {"quirk.last_epoch_weights": True}
 
 
 def _spec(seed: int, **extra: object) -> JobSpec:
@@ -59,38 +61,44 @@ def _without_times(records: list[EpochRecord]) -> list[dict]:
     ]
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    torch.set_num_threads(1)
-    tmp = tmp_path_factory.mktemp("train")
-    out: dict = {"tmp": tmp}
-
-    spec_a = _spec(SEED_A)
+def _recorded_run(seed: int, path: Path, **extra: object) -> dict:
     reported: list[EpochRecord] = []
     checkpoint_epochs: list[int] = []
 
     def on_epoch(record: EpochRecord) -> None:
         reported.append(record)
         # The checkpoint of this epoch is on disk before the worker hears of it.
-        checkpoint_epochs.append(torch.load(tmp / "a.pt", weights_only=True)["epoch"])
+        checkpoint_epochs.append(torch.load(path, weights_only=True)["epoch"])
 
-    out["a"] = run_job(spec_a, data_root=NO_DATA, checkpoint_path=tmp / "a.pt", on_epoch=on_epoch)
-    out["a_reported"], out["a_checkpoint_epochs"] = reported, checkpoint_epochs
+    outcome = run_job(_spec(seed, **extra), data_root=NO_DATA, checkpoint_path=path, on_epoch=on_epoch)
+    return {"seed": seed, "outcome": outcome, "checkpoint": path,
+            "reported": reported, "checkpoint_epochs": checkpoint_epochs}
+
+
+def _first_early_stop(seeds: tuple[int, ...], tmp: Path, tag: str, **extra: object) -> dict:
+    for seed in seeds:
+        run = _recorded_run(seed, tmp / f"{tag}-{seed}.pt", **extra)
+        if run["outcome"].best_epoch < run["outcome"].epochs_run:
+            return run
+    pytest.fail(f"no seed of {seeds} stopped early on this machine: choose other seeds")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("train")
+    a = _first_early_stop(CANDIDATE_SEEDS, tmp, "a")
+    c = _first_early_stop(tuple(s for s in CANDIDATE_SEEDS if s != a["seed"]), tmp, "c", **LAST)
 
     done: list[int] = []
     with pytest.raises(JobInterrupted):
         run_job(
-            spec_a, data_root=NO_DATA, checkpoint_path=tmp / "b.pt",
+            _spec(a["seed"]), data_root=NO_DATA, checkpoint_path=tmp / "b.pt",
             on_epoch=lambda r: done.append(r.epoch), should_stop=lambda: bool(done),
         )
-    out["b_before_resume"] = torch.load(tmp / "b.pt", weights_only=True)
-    out["b"] = run_job(spec_a, data_root=NO_DATA, checkpoint_path=tmp / "b.pt")
-
-    out["c"] = run_job(
-        _spec(SEED_C, **{"quirk.last_epoch_weights": True}), data_root=NO_DATA,
-        checkpoint_path=tmp / "c.pt",
-    )
-    return out
+    b_before_resume = torch.load(tmp / "b.pt", weights_only=True)
+    b = run_job(_spec(a["seed"]), data_root=NO_DATA, checkpoint_path=tmp / "b.pt")
+    return {"a": a, "c": c, "b": b, "b_before_resume": b_before_resume}
 
 
 def _fresh_test_metrics(spec: JobSpec, state: dict) -> dict:
@@ -104,49 +112,54 @@ def _fresh_test_metrics(spec: JobSpec, state: dict) -> dict:
 
 
 def test_outcome_shape(runs: dict) -> None:
-    a = runs["a"]
+    run = runs["a"]
+    a = run["outcome"]
     assert list(a.metrics) == list(METRIC_KEYS)
     assert a.epochs_run == len(a.epochs) and 1 <= a.best_epoch <= a.epochs_run
     assert [r.epoch for r in a.epochs] == list(range(1, a.epochs_run + 1))
-    assert a.epochs == runs["a_reported"]  # on_epoch saw every record
-    assert runs["a_checkpoint_epochs"] == [r.epoch for r in a.epochs]
+    assert a.epochs == run["reported"]  # on_epoch saw every record
+    assert run["checkpoint_epochs"] == [r.epoch for r in a.epochs]
     best, last = a.epochs[a.best_epoch - 1], a.epochs[-1]
     assert a.gen_gap_best == best.train_acc - best.val_acc
     assert a.gen_gap_last == last.train_acc - last.val_acc
     assert a.best_epoch == max(a.epochs, key=lambda r: r.val_acc).epoch  # first maximum
     assert a.epochs[0].lr == pytest.approx(3e-2)
-    assert a.params == sum(p.numel() for p in restore_model(
-        _spec(SEED_A), load_data(_spec(SEED_A), NO_DATA).meta,
-        torch.load(runs["tmp"] / "a.pt", weights_only=True)["model"]).parameters())
+    state = torch.load(run["checkpoint"], weights_only=True)
+    spec = _spec(run["seed"])
+    model = restore_model(spec, load_data(spec, NO_DATA).meta, state["model"])
+    assert a.params == sum(p.numel() for p in model.parameters())
     attention = a.extra["attention_by_token"]
     assert len(attention) == 3 and all(len(layer) == 5 for layer in attention)
     assert all(sum(layer) == pytest.approx(1.0) for layer in attention)
-    assert a.provenance["dataset_digest"] and a.provenance["determinism"]["deterministic_algorithms"]
+    assert a.provenance["dataset_digest"] == load_data(spec, NO_DATA).meta.digest
+    assert a.provenance["determinism"]["deterministic_algorithms"] is True
     # run_job restores the process's determinism flags afterwards.
     assert not torch.are_deterministic_algorithms_enabled()
 
 
 def test_early_stopping_restores_the_best_weights(runs: dict) -> None:
-    a = runs["a"]
-    assert a.best_epoch < a.epochs_run, "setup: this run must stop after its best epoch"
+    run = runs["a"]
+    a = run["outcome"]
     assert a.epochs_run == a.best_epoch + 1  # es_patience 1
     assert a.evaluated_epoch == a.best_epoch
-    state = torch.load(runs["tmp"] / "a.pt", weights_only=True)
-    assert a.metrics == _fresh_test_metrics(_spec(SEED_A), state["best_state"])
-    assert a.metrics != _fresh_test_metrics(_spec(SEED_A), state["model"])
+    state = torch.load(run["checkpoint"], weights_only=True)
+    assert a.metrics == _fresh_test_metrics(_spec(run["seed"]), state["best_state"])
+    # The last epoch's weights (the live model in the checkpoint) give other numbers.
+    assert a.metrics != _fresh_test_metrics(_spec(run["seed"]), state["model"])
 
 
 def test_quirk_evaluates_the_last_epoch(runs: dict) -> None:
-    c = runs["c"]
-    assert c.best_epoch < c.epochs_run, "setup: this run must stop after its best epoch"
-    assert c.evaluated_epoch == c.epochs_run
-    state = torch.load(runs["tmp"] / "c.pt", weights_only=True)
-    spec = _spec(SEED_C, **{"quirk.last_epoch_weights": True})
-    assert c.metrics == _fresh_test_metrics(spec, state["model"])
+    run = runs["c"]
+    c = run["outcome"]
+    assert c.evaluated_epoch == c.epochs_run > c.best_epoch
+    state = torch.load(run["checkpoint"], weights_only=True)
+    assert c.metrics == _fresh_test_metrics(_spec(run["seed"], **LAST), state["model"])
+    assert c.metrics != _fresh_test_metrics(_spec(run["seed"], **LAST), state["best_state"])
 
 
 def test_resume_equals_an_uninterrupted_run(runs: dict) -> None:
-    a, b = runs["a"], runs["b"]
+    # Also the same-seed check: B's first epoch ran from scratch with A's seed.
+    a, b = runs["a"]["outcome"], runs["b"]
     assert runs["b_before_resume"]["epoch"] == 1  # epoch 2 was abandoned mid-way
     assert b.extra["resumed_after_epoch"] == 1
     assert b.metrics == a.metrics  # bitwise on the CPU
@@ -159,7 +172,8 @@ def test_resume_equals_an_uninterrupted_run(runs: dict) -> None:
 
 
 def test_seed_changes_the_run(runs: dict) -> None:
-    a, c = runs["a"], runs["c"]
+    a, c = runs["a"]["outcome"], runs["c"]["outcome"]
+    assert runs["a"]["seed"] != runs["c"]["seed"]
     assert a.epochs[0].train_loss != c.epochs[0].train_loss
     assert a.gradient_layers != c.gradient_layers
 
@@ -168,10 +182,10 @@ def test_checkpoint_of_another_job_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "other.pt"
     save_checkpoint(path, {"job_key": "someone-else", "epoch": 1})
     with pytest.raises(HarnessError, match="belongs to job someone-else"):
-        run_job(_spec(SEED_A), data_root=NO_DATA, checkpoint_path=path)
+        run_job(_spec(4), data_root=NO_DATA, checkpoint_path=path)
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(HarnessError, match="delete it"):
-        run_job(_spec(SEED_A), data_root=NO_DATA, checkpoint_path=path)
+        run_job(_spec(4), data_root=NO_DATA, checkpoint_path=path)
 
 
 def test_bad_settings_are_clear_errors() -> None:
@@ -180,4 +194,4 @@ def test_bad_settings_are_clear_errors() -> None:
     with pytest.raises(HarnessError, match="precision"):
         run_job(_spec(0, precision="fp8"), data_root=NO_DATA)
     with pytest.raises(HarnessError, match="device"):
-        run_job(_spec(SEED_A), device="tpu", data_root=NO_DATA)
+        run_job(_spec(4), device="tpu", data_root=NO_DATA)
