@@ -9,6 +9,7 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
 from harness.commands._common import add_db_option, db_url
 from harness.db import JOB_STATES, EpochRow, Job
@@ -87,7 +88,7 @@ def collect_status(engine: Engine, max_failures: int = 20) -> QueueStatus:
     from harness.queue import database_time
 
     now = database_time(engine)
-    with engine.connect() as conn:
+    with Session(engine) as conn:
         counts = dict.fromkeys(JOB_STATES, 0)
         for state, count in conn.execute(select(Job.status, func.count()).group_by(Job.status)):
             counts[state] = count

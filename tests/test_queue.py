@@ -1,0 +1,183 @@
+"""The queue on a real SQLite file: idempotent enqueue, atomic claims, fenced leases, expiry."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from harness import queue
+from harness.config import JobSpec, resolve_config
+from harness.db import Job, WorkerRow, make_engine
+from harness.grids import paper_grid, resolve_grid
+
+
+def _specs(count: int, max_epochs: int = 1) -> list[JobSpec]:
+    config = resolve_config("paper", "digits", "resnet18", {"max_epochs": max_epochs})
+    return [JobSpec("resnet18", "digits", seed, 42, "paper", config) for seed in range(count)]
+
+
+def _job(engine, job_id: int) -> Job:
+    with Session(engine) as session:
+        return session.get_one(Job, job_id)
+
+
+def _expire(engine, job_id: int) -> None:
+    """Move a lease into the past by the database clock (what a dead worker's lease becomes)."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(Job).where(Job.id == job_id).values(lease_expires_at=queue.db_now(conn, -1))
+        )
+
+
+def test_enqueue_twice_adds_nothing(sqlite_url):
+    engine = make_engine(sqlite_url)
+    grid = resolve_grid("paper", seeds=2)
+    assert len(grid.cells) == 38 and grid.seeds == (42, 43)
+    assert queue.enqueue(engine, grid.jobs(), "paper") == queue.EnqueueResult(new=76, existing=0)
+    assert queue.enqueue(engine, grid.jobs(), "paper") == queue.EnqueueResult(new=0, existing=76)
+    # A third seed adds exactly the new seed's 38 jobs.
+    more = resolve_grid("paper", seeds=3).jobs()
+    assert queue.enqueue(engine, more, "paper") == queue.EnqueueResult(new=38, existing=76)
+
+
+def test_paper_grid_cells():
+    cells = set(paper_grid().cells)
+    assert len(cells) == 38
+    assert ("se_resnet18", "svhn") in cells and ("cbam_resnet18", "tinyimagenet") in cells
+    assert ("se_resnet18", "cifar10") not in cells
+    assert {d for _, d in cells} == {
+        "tinyimagenet",
+        "svhn",
+        "cifar10",
+        "fashionmnist",
+        "tissuemnist",
+        "bloodmnist",
+        "pcam",
+        "padufes20",
+    }
+
+
+def test_claim_takes_oldest_and_returns_none_when_empty(sqlite_url):
+    engine = make_engine(sqlite_url)
+    queue.enqueue(engine, _specs(2), "t")
+    first = queue.claim(engine, "w1", "cpu", 30)
+    second = queue.claim(engine, "w2", "cpu", 30)
+    assert (first.id, second.id) == (1, 2)
+    assert first.attempts == 1 and first.lease == queue.Lease(1, "w1", 1)
+    assert first.spec().key() == first.key  # the row rebuilds the very same JobSpec
+    assert queue.claim(engine, "w3", "cpu", 30) is None
+    row = _job(engine, 1)
+    assert row.status == "running" and row.worker_id == "w1"
+    assert row.lease_expires_at > queue.database_time(engine)
+
+
+def test_concurrent_claims_never_share_a_job(sqlite_url):
+    engine = make_engine(sqlite_url)
+    queue.enqueue(engine, _specs(60), "t")
+    claimed: dict[str, list[int]] = {}
+
+    def claim_all(name: str) -> None:
+        # Each thread has its own engine, as separate worker processes would.
+        own = make_engine(sqlite_url)
+        mine = claimed.setdefault(name, [])
+        while (job := queue.claim(own, name, "cpu", 30)) is not None:
+            mine.append(job.id)
+
+    threads = [threading.Thread(target=claim_all, args=(f"w{i}",)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ids = [job_id for jobs in claimed.values() for job_id in jobs]
+    assert sorted(ids) == list(range(1, 61))  # every job exactly once
+    with engine.connect() as conn:
+        assert set(conn.execute(select(Job.attempts)).scalars()) == {1}
+
+
+def test_lease_is_fenced_and_expired_lease_goes_back_with_attempt_counted(sqlite_url):
+    engine = make_engine(sqlite_url)
+    queue.enqueue(engine, _specs(1), "t")
+    old = queue.claim(engine, "w1", "cpu", 30)
+    assert queue.heartbeat(engine, old.lease, 30)
+    _expire(engine, old.id)
+    new = queue.claim(engine, "w2", "cpu", 30)  # the claim requeues the expired lease first
+    assert new.id == old.id and new.attempts == 2
+    # The old holder is fenced out of every write.
+    assert not queue.heartbeat(engine, old.lease, 30)
+    assert not queue.fail(engine, old.lease, "late traceback")
+    assert not queue.release(engine, old.lease)
+    row = _job(engine, old.id)
+    assert row.status == "running" and row.worker_id == "w2" and row.attempts == 2
+    assert "lease expired: worker w1" in row.error
+
+
+def test_lease_expiry_beyond_max_attempts_fails_with_explanation(sqlite_url):
+    engine = make_engine(sqlite_url)
+    queue.enqueue(engine, _specs(1), "t", max_attempts=2)
+    for name in ("w1", "w2"):
+        job = queue.claim(engine, name, "cpu", 30)
+        assert job is not None
+        _expire(engine, job.id)
+    assert queue.claim(engine, "w3", "cpu", 30) is None
+    row = _job(engine, 1)
+    assert row.status == "failed" and row.attempts == 2
+    assert "gave up after max_attempts" in row.error and "retry --failed" in row.error
+    assert queue.retry_failed(engine) == 1
+    again = queue.claim(engine, "w4", "cpu", 30)
+    assert again.attempts == 1  # a retried job gets a fresh attempt budget
+
+
+def test_real_lease_runs_out_on_the_database_clock(sqlite_url):
+    engine = make_engine(sqlite_url)
+    queue.enqueue(engine, _specs(1), "t")
+    job = queue.claim(engine, "w1", "cpu", 0.3)
+    assert queue.claim(engine, "w2", "cpu", 0.3) is None
+    time.sleep(0.5)
+    assert queue.claim(engine, "w2", "cpu", 30).id == job.id
+
+
+def test_release_does_not_count_an_attempt(sqlite_url):
+    engine = make_engine(sqlite_url)
+    queue.enqueue(engine, _specs(1), "t")
+    job = queue.claim(engine, "w1", "cpu", 30)
+    assert queue.release(engine, job.lease)
+    row = _job(engine, job.id)
+    assert (row.status, row.attempts, row.worker_id) == ("queued", 0, None)
+    assert queue.claim(engine, "w2", "cpu", 30).attempts == 1
+
+
+def test_fail_records_error_and_worker_counts(sqlite_url):
+    engine = make_engine(sqlite_url)
+    queue.enqueue(engine, _specs(1), "t")
+    queue.register_worker(engine, "w1", "host", 1, "cpu")
+    job = queue.claim(engine, "w1", "cpu", 30)
+    assert queue.fail(engine, job.lease, "Traceback ...\nValueError: boom")
+    row = _job(engine, job.id)
+    assert row.status == "failed" and row.error.endswith("ValueError: boom")
+    with Session(engine) as session:
+        worker = session.scalars(select(WorkerRow)).one()
+    assert (worker.jobs_failed, worker.consecutive_failures, worker.jobs_done) == (1, 1, 0)
+
+
+def test_retry_stale_only_touches_expired_leases(sqlite_url):
+    engine = make_engine(sqlite_url)
+    queue.enqueue(engine, _specs(2), "t")
+    live = queue.claim(engine, "w1", "cpu", 300)
+    dead = queue.claim(engine, "w2", "cpu", 300)
+    _expire(engine, dead.id)
+    assert queue.retry_stale(engine) == 1
+    assert _job(engine, live.id).status == "running"
+    dead_row = _job(engine, dead.id)
+    assert dead_row.status == "queued" and "retry --stale" in dead_row.error
+
+
+@pytest.mark.parametrize("bad_url", ["sqlite:////nonexistent-dir/sub/runs.db"])
+def test_unreachable_database_is_one_clear_error(bad_url):
+    from harness.errors import HarnessError
+
+    with pytest.raises(HarnessError, match="cannot reach database"):
+        make_engine(bad_url)
