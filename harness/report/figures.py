@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import NullLocator  # noqa: E402
 
+from harness.paper import find_paper_value  # noqa: E402
 from harness.report.tables import DATASET_LABELS, MODEL_LABELS, TABLE9_MODELS, label  # noqa: E402
 
 DPI = 80
@@ -56,10 +57,12 @@ def _color(model: str):
     return PALETTE.get(model, "0.3")
 
 
-def _save(fig: plt.Figure, out_dir: Path, name: str, bottom: float = 0.16) -> str:
+def _save(
+    fig: plt.Figure, out_dir: Path, name: str, bottom: float = 0.16, right: float = 0.98
+) -> str:
     # Fixed margins instead of tight_layout: tight_layout draws the figure an extra time,
     # which doubled the report's figure time on a loaded CPU.
-    fig.subplots_adjust(left=0.08, right=0.98, top=0.9, bottom=bottom, wspace=0.3, hspace=0.6)
+    fig.subplots_adjust(left=0.08, right=right, top=0.9, bottom=bottom, wspace=0.3, hspace=0.6)
     fig.savefig(out_dir / name, dpi=DPI)
     plt.close(fig)
     return name
@@ -94,6 +97,9 @@ def seed_points(results: pd.DataFrame, protocol: str, out_dir: Path) -> list[Fig
             half = _t_half_width(values)
             ax.errorbar(x + 0.3, values.mean(), yerr=None if np.isnan(half) else half,
                         fmt="D", color="black", markersize=4, capsize=3)  # fmt: skip
+            published = find_paper_value(dataset, model, "top1")
+            if published is not None:
+                ax.scatter([x + 0.3], [published[1] * 100], marker="x", color="red", s=30)
         ax.set_xticks(range(len(models)))
         ax.set_xticklabels([label(m, MODEL_LABELS) for m in models], rotation=30, fontsize=7)
         ax.set_title(label(dataset, DATASET_LABELS), fontsize=9)
@@ -101,7 +107,10 @@ def seed_points(results: pd.DataFrame, protocol: str, out_dir: Path) -> list[Fig
     for ax in list(axes.flat)[len(datasets) :]:
         ax.set_visible(False)
     name = _save(fig, out_dir, safe_name("seeds", protocol), bottom=0.2 / nrows)
-    caption = "Dots: one seed each; diamond and bar: mean and 95% t-interval over seeds."
+    caption = (
+        "Dots: one seed each; diamond and bar: mean and 95% t-interval over seeds; red x: the "
+        "paper's value (Table 3, or Table 9 for SE/CBAM)."
+    )
     return [Figure("seeds", title, name, caption)]
 
 
@@ -158,9 +167,10 @@ def gradient_profiles(gradients: pd.DataFrame, protocol: str, out_dir: Path) -> 
             ax.set_title(f"{mode} mode", fontsize=9)
             ax.set_xlabel("Layer (depth order)", fontsize=8)
             ax.set_ylabel("Mean gradient norm", fontsize=8)
-            ax.legend(fontsize=7, loc="upper right")
+        handles, names = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, names, fontsize=7, loc="center right")  # outside the data
         title = f"Gradient norm per layer: {label(dataset, DATASET_LABELS)}"
-        name = _save(fig, out_dir, safe_name("gradients", protocol, dataset))
+        name = _save(fig, out_dir, safe_name("gradients", protocol, dataset), right=0.8)
         caption = ("Mean over seeds of each layer's mean norm; output mode = gradient w.r.t. "
                    "module outputs (the paper's hooks), param mode = per-parameter gradients. "
                    "Dotted: the healthy range (1e-6, 10).")  # fmt: skip
