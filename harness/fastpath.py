@@ -136,7 +136,9 @@ class FastStep:
 
     def _autocast(self) -> Any:
         enabled = self.precision == "bf16"
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
+        # No weight-cast cache under graphs: cached casts made during capture would outlive it.
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled,
+                              cache_enabled=not self.cuda_graph)
 
     def _prepare_grads_in_place(self) -> None:
         # Gradients are zeroed in place, never set to None: graphs keep their addresses.

@@ -242,3 +242,31 @@ def test_rotation_keeps_angles_in_degrees():
     aug = BatchAugment([{"op": "rotate", "degrees": [-30, 5]}], *IDENTITY3, image_size=8)
     angle = aug.sample_params(1000, generator(11))["0.angle"]
     assert angle.min() >= -30 and angle.max() <= 5 and math.isclose(float(angle.mean()), -12.5, abs_tol=1.5)
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@CUDA
+def test_cuda_augmentation_equals_the_cpu_on_the_same_parameters():
+    spec = [{"op": "hflip", "p": 0.5}, {"op": "rotate", "degrees": 10},
+            {"op": "color_jitter", "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.1},
+            {"op": "resized_crop", "size": 32, "scale": [0.8, 1.0]}]
+    aug = BatchAugment(spec, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225], image_size=32)
+    images = smooth_images(16)
+    params = aug.sample_params(16, generator(12))
+    on_cpu = aug.apply(images, params)
+    on_gpu = aug.apply(images.cuda(), {k: v.cuda() for k, v in params.items()})
+    assert (on_gpu.cpu() - on_cpu).abs().mean() < 1e-3
+    cuda_gen = torch.Generator(device="cuda").manual_seed(3)
+    assert aug(images.cuda(), cuda_gen).device.type == "cuda"
+
+
+@CUDA
+def test_cuda_host_storage_streams_the_same_batches_as_device_storage():
+    images, labels = smooth_images(40, size=8), torch.arange(40)
+    on_device = DeviceSplit(images, labels, device="cuda", storage="device")
+    on_host = DeviceSplit(images, labels, device="cuda", storage="host", chunk_batches=2)
+    pairs = zip(on_device.epoch(6, generator(1)), on_host.epoch(6, generator(1)), strict=True)
+    for (a, la), (b, lb) in pairs:
+        assert b.device.type == "cuda" and torch.equal(a, b) and torch.equal(la, lb)

@@ -97,6 +97,7 @@ class BatchAugment:
         self.std = [float(s) for s in std]
         self.resize = parse_size(resize)
         self.interpolation = interpolation
+        self._constants: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         # The (h, w) each op sees, known up front so that sampling never looks at the images.
         size = self.resize or parse_size(image_size)
         self.input_sizes: list[tuple[int, int] | None] = []
@@ -235,9 +236,17 @@ class BatchAugment:
             elif name == "resized_crop":
                 x = self._resized_crop(x, op, key, params)
         x = self._resample(x, pending, only_flips, params)
-        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        mean, std = self._statistics(x.device)
         return (x - mean) / std
+
+    def _statistics(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        # Made once per device: building a tensor from a list copies from host memory, which
+        # would otherwise cost a host-device synchronisation every batch.
+        if device not in self._constants:
+            mean = torch.tensor(self.mean).view(1, -1, 1, 1).to(device)
+            std = torch.tensor(self.std).view(1, -1, 1, 1).to(device)
+            self._constants[device] = (mean, std)
+        return self._constants[device]
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return self.apply(images, self.sample_params(len(images), generator))
@@ -268,10 +277,13 @@ class BatchAugment:
             flipped = total[:, 0, 0] < 0
             return torch.where(flipped.view(-1, 1, 1, 1), x.flip(-1), x)
         height, width = x.shape[-2:]
-        # Pixel units about the centre -> grid_sample's normalised units (align_corners=False).
-        to_pixels = torch.diag(torch.tensor([width / 2, height / 2, 1.0], device=x.device))
-        to_unit = torch.diag(torch.tensor([2 / width, 2 / height, 1.0], device=x.device))
-        theta = (to_unit @ total @ to_pixels)[:, :2, :]
+        # Pixel units about the centre -> grid_sample's normalised units (align_corners=False):
+        # theta = diag(2/W, 2/H, 1) @ total @ diag(W/2, H/2, 1), written out per entry.
+        theta = total[:, :2, :].clone()
+        theta[:, 0, 1] *= height / width
+        theta[:, 1, 0] *= width / height
+        theta[:, 0, 2] *= 2 / width
+        theta[:, 1, 2] *= 2 / height
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode=self.interpolation, padding_mode="zeros", align_corners=False)
 
