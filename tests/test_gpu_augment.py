@@ -5,12 +5,16 @@ from __future__ import annotations
 import math
 from multiprocessing.reduction import ForkingPickler
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
 import torchvision.transforms.v2.functional as TF
+from PIL import Image
 
 from datasets.gpu import BatchAugment, DeviceSplit
+from datasets.gpu.shapes import SHAPES
+from harness.bench import authors_transform
 
 IDENTITY3 = ([0.0, 0.0, 0.0], [1.0, 1.0, 1.0])
 
@@ -201,6 +205,42 @@ def test_device_split_batches_cover_the_split_once():
         seen.extend(batch_labels.tolist())
     assert sorted(seen) == list(range(10)) and len(seen) == 10
     assert [len(b) for b, _ in split.epoch(4, generator(0), drop_last=True)] == [4, 4]
+
+
+class LazyImages:
+    """A reader like PCam's HDF5 one: shape, len and slicing, nothing else."""
+
+    def __init__(self, images: np.ndarray) -> None:
+        self._images, self.shape, self.reads = images, images.shape, 0
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def __getitem__(self, index):
+        self.reads += 1
+        return self._images[index].copy()
+
+
+def test_device_split_from_a_lazy_dataset_split():
+    from datasets import Split
+
+    images = smooth_images(25, size=8).numpy()
+    lazy = LazyImages(images)
+    split = DeviceSplit.from_split(Split(lazy, np.arange(25) % 3), read_chunk=10)
+    assert lazy.reads == 1 + 3  # the first image for the shape, then three chunks
+    assert torch.equal(split.images, torch.from_numpy(images))
+    assert split.labels.tolist() == [i % 3 for i in range(25)]
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_every_dataset_shape_runs_through_both_pipelines(name):
+    shape = SHAPES[name]
+    aug = BatchAugment(list(shape.train_augment()), shape.mean, shape.std, shape.resize, shape.stored_size)
+    images = smooth_images(2, channels=shape.channels, size=shape.stored_size[0])
+    out = aug(images, generator())
+    assert out.shape == (2, shape.channels, *shape.image_size) and out.dtype == torch.float32
+    pil = Image.fromarray(images[0].permute(1, 2, 0).squeeze(-1).numpy())
+    assert authors_transform(shape)(pil).shape == out.shape[1:]
 
 
 def test_host_storage_streams_the_same_batches():

@@ -8,6 +8,6 @@ batch with per-sample random parameters and normalises it. Both run unchanged on
 from __future__ import annotations
 
 from datasets.gpu.augment import VALID_OPS, BatchAugment, parse_size
-from datasets.gpu.split import DeviceSplit, stack_items
+from datasets.gpu.split import DeviceSplit
 
-__all__ = ["VALID_OPS", "BatchAugment", "DeviceSplit", "parse_size", "stack_items"]
+__all__ = ["VALID_OPS", "BatchAugment", "DeviceSplit", "parse_size"]

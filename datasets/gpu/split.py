@@ -7,9 +7,10 @@ in chunks through a pinned staging buffer when too large) and a batch is one ind
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 
 # Fraction of the device's free memory a split may take before it stays in host memory.
@@ -85,6 +86,24 @@ class DeviceSplit:
         """From numpy arrays or tensors: images uint8 in NCHW, NHWC or NHW (grayscale) layout."""
         labels_tensor = torch.as_tensor(labels).reshape(-1)
         return cls(_to_nchw_uint8(images, layout), labels_tensor, device, storage)
+
+    @classmethod
+    def from_split(
+        cls,
+        split: Any,
+        device: torch.device | str = "cpu",
+        storage: str = "auto",
+        read_chunk: int = 8192,
+    ) -> DeviceSplit:
+        """From a `datasets.Split` (uint8 NCHW images, numpy or a lazy reader such as PCam's
+        HDF5), read in chunks so a lazy reader never materialises a second full copy."""
+        count = len(split)
+        first = np.asarray(split.images[0:1])
+        images = torch.empty((count, *first.shape[1:]), dtype=torch.uint8)
+        for start in range(0, count, read_chunk):
+            chunk = np.asarray(split.images[start : start + read_chunk])
+            images[start : start + len(chunk)] = torch.from_numpy(np.ascontiguousarray(chunk))
+        return cls(images, torch.as_tensor(np.asarray(split.labels)), device, storage)
 
     def _fits_on_device(self, images: torch.Tensor) -> bool:
         if self.device.type != "cuda":
@@ -173,13 +192,3 @@ class DeviceSplit:
             labels = self.labels.index_select(0, index.to(self.labels.device))
             for start in range(0, len(index), batch_size):
                 yield images[start : start + batch_size], labels[start : start + batch_size]
-
-
-def stack_items(items: Sequence[tuple[Any, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(PIL image or HWC/CHW uint8 array, label) pairs -> uint8 NCHW tensor and labels."""
-    import numpy as np
-
-    arrays = [np.asarray(image) for image, _ in items]
-    images = _to_nchw_uint8(np.stack(arrays), "auto")
-    labels = torch.as_tensor([int(label) for _, label in items], dtype=torch.int64)
-    return images, labels
