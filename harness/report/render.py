@@ -89,7 +89,7 @@ def _claims(results: pd.DataFrame, protocol: str) -> tuple[list[Any], str]:
 
     try:
         return list(evaluate_claims(results, protocol)), ""
-    except HarnessError as exc:  # a claim that cannot be evaluated must not sink the report
+    except (HarnessError, ValueError) as exc:  # the tables still stand without the claims
         return [], f"claims could not be evaluated: {exc}"
 
 
