@@ -19,7 +19,8 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,8 +113,9 @@ class Worker:
             log.info("stopping (%s): the job in flight is released at the next batch", reason)
         self._stop.set()
 
-    def install_signal_handlers(self) -> None:
-        """SIGTERM/SIGINT: stop cleanly; the same signal again: stop now."""
+    @contextmanager
+    def signals_handled(self) -> Iterator[None]:
+        """SIGTERM/SIGINT stop cleanly, the same signal again stops now; restored on exit."""
 
         def handle(signum: int, _frame: Any) -> None:
             name = signal.Signals(signum).name
@@ -121,8 +123,12 @@ class Worker:
                 raise KeyboardInterrupt(name)
             self.request_stop(name)
 
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
+        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -262,9 +268,12 @@ def _progress_bar(label: str, total: int, position: int, enabled: bool) -> Any:
 
 def run_slot_processes(child_argv: list[str], slots: int) -> int:
     """Run `slots` copies of the worker loop as child processes; forward SIGTERM/SIGINT."""
+    # Each child in its own session: a Ctrl-C on the terminal reaches only this parent, which
+    # forwards it once (twice would mean "stop now" to the children).
     children = [
         subprocess.Popen(
-            [sys.executable, "-m", "harness.cli", *child_argv, "--slot-index", str(index)]
+            [sys.executable, "-m", "harness.cli", *child_argv, "--slot-index", str(index)],
+            start_new_session=True,
         )
         for index in range(slots)
     ]

@@ -48,8 +48,12 @@ def _no_stray_workers():
     _STARTED.remove(started)
     for proc in started:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            proc.terminate()  # a --slots parent forwards it to its children
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 _STARTED: list[list[subprocess.Popen]] = []
@@ -79,7 +83,6 @@ def _start_worker(url: str, tmp_path: Path, name: str, *extra: str) -> subproces
         stdout=log,
         stderr=subprocess.STDOUT,
         env=env,
-        start_new_session=True,  # so a kill reaches --slots children too (killpg)
     )
     _STARTED[-1].append(proc)
     return proc

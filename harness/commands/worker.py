@@ -173,6 +173,6 @@ def run(args: argparse.Namespace) -> int:
         max_consecutive_failures=args.max_failures,
     )
     worker = Worker(engine, options)
-    worker.install_signal_handlers()
-    summary = worker.run()
+    with worker.signals_handled():
+        summary = worker.run()
     return 1 if summary.gave_up else 0

@@ -1,0 +1,61 @@
+"""`harness demo`: enqueue -> CPU worker -> report, end to end on digits (a smaller run)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from harness.cli import main
+from harness.db import Job, Result, make_engine
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_runs_the_whole_loop_and_is_idempotent(tmp_path, capsys):
+    import torch
+
+    torch.set_num_threads(1)
+    out = tmp_path / "demo"
+    argv = [
+        "demo",
+        "--out",
+        str(out),
+        "--seeds",
+        "1",
+        "--max-epochs",
+        "1",
+        "--max-train-batches",
+        "1",
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "demo: 6 new, 0 already queued/done" in printed
+    assert "0 queued, 0 running, 6 done, 0 failed (6 total)" in printed
+    report = out / "reports" / "demo" / "index.html"
+    assert f"report: {report}" in printed and report.is_file()
+
+    engine = make_engine(f"sqlite:///{out / 'runs.db'}")
+    with Session(engine) as session:
+        models = set(session.scalars(select(Job.model).where(Job.status == "done")))
+        assert models == {
+            "resnet18",
+            "gradattn_nope",
+            "gradattn_learnable",
+            "gradattn_rope",
+            "se_resnet18",
+            "cbam_resnet18",
+        }
+        assert session.scalar(select(func.count()).select_from(Result)) == 6
+    assert not any((out / "checkpoints").glob("*.pt"))  # deleted once results are committed
+
+    # Again: nothing new to run, the report is rebuilt from the same database.
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "demo: 0 new, 6 already queued/done" in printed and "0 jobs run" in printed
+
+
+def test_demo_rejects_bad_options(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--max-epochs", "0"]) == 2
+    assert "--max-epochs must be at least 1" in capsys.readouterr().err
