@@ -292,7 +292,10 @@ def run_job(
             loader = make_loader(data.train, meta, config, train=True, device=device, generator=order)
             lr = optimizer.param_groups[0]["lr"]
             model.train()
-            seen, correct, loss_sum = 0, 0, 0.0
+            # Sums stay on the device: no host synchronisation per step.
+            seen = 0
+            correct = torch.zeros((), dtype=torch.int64, device=dev)
+            loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
             _sync(dev)
             started = time.perf_counter()
             batches = _progress(loader, config.max_train_batches, progress, f"epoch {epoch}")
@@ -308,8 +311,8 @@ def run_job(
                 loss.backward()
                 optimizer.step()
                 seen += len(labels)
-                correct += int((logits.argmax(1) == labels).sum())
-                loss_sum += float(loss.detach()) * len(labels)
+                correct += (logits.detach().argmax(1) == labels).sum()
+                loss_sum += loss.detach().double() * len(labels)
             _sync(dev)
             train_seconds = time.perf_counter() - started
 
@@ -318,7 +321,7 @@ def run_job(
             val = evaluate(model, val_loader, dev, precision=config.precision, should_stop=should_stop)
             _sync(dev)
             record = EpochRecord(
-                epoch=epoch, train_loss=loss_sum / seen, train_acc=correct / seen,
+                epoch=epoch, train_loss=float(loss_sum) / seen, train_acc=int(correct) / seen,
                 val_loss=val.loss, val_acc=val.acc, lr=lr,
                 train_seconds=train_seconds, eval_seconds=time.perf_counter() - started,
             )
