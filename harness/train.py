@@ -13,13 +13,9 @@ replays epochs k+1... exactly as an uninterrupted run does (bitwise on the CPU).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
-import random
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,12 +27,20 @@ from torch import nn
 from harness import provenance
 from harness.callbacks import EarlyStopping, ReduceLROnPlateau
 from harness.checkpoint import load_checkpoint, save_checkpoint
-from harness.config import JobSpec, TrainConfig
+from harness.config import JobSpec
 from harness.errors import HarnessError
 from harness.gradients import measure_gradients
 from harness.metrics import classification_metrics
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+from harness.runtime import (
+    autocast,
+    check_device,
+    derived_seed,
+    determinism,
+    load_data,
+    make_loader,
+    seed_everything,
+    sync,
+)
 
 
 @dataclass
@@ -72,114 +76,6 @@ class JobOutcome:
 
 class JobInterrupted(Exception):
     """should_stop() returned True: the epoch in flight is abandoned; the last checkpoint stays."""
-
-
-# --------------------------------------------------------------------------- data
-
-_dataset_cache: dict[str, Any] = {}
-
-
-def load_data(spec: JobSpec, data_root: Path) -> Any:
-    """datasets.load for the job, cached in-process: a worker runs many jobs on one set."""
-    import datasets
-
-    options = dict(spec.config.data)
-    key = json.dumps(
-        [spec.dataset, str(Path(data_root).resolve()), spec.split_seed, spec.protocol, options],
-        sort_keys=True,
-        default=str,
-    )
-    if _dataset_cache.get("key") != key:
-        _dataset_cache.clear()  # hold one dataset at a time: they can be gigabytes
-        loaded = datasets.load(
-            spec.dataset, data_root, split_seed=spec.split_seed, protocol=spec.protocol,
-            download=False, **options,
-        )
-        _dataset_cache.update(key=key, data=loaded)
-    return _dataset_cache["data"]
-
-
-def make_loader(
-    split: Any, meta: Any, config: TrainConfig, *, train: bool, device: str,
-    generator: torch.Generator | None = None,
-) -> torch.utils.data.DataLoader:
-    """A DataLoader over one split with the Table-2 transform; shuffled only for training."""
-    import datasets
-
-    transform = datasets.build_transform(meta, train=train, quirks=dict(config.quirks))
-    return torch.utils.data.DataLoader(
-        datasets.TorchSplit(split, transform),
-        batch_size=config.batch_size,
-        shuffle=train,
-        generator=generator,
-        num_workers=0,  # in-process: the per-epoch torch seed then covers augmentation too
-        pin_memory=device.startswith("cuda"),
-    )
-
-
-def derived_seed(seed: int, epoch: int, stream: str) -> int:
-    """A 63-bit seed for one (job seed, epoch, purpose), independent of process history."""
-    digest = hashlib.sha256(f"{seed}:{epoch}:{stream}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-# --------------------------------------------------------------------------- device set-up
-
-
-@contextmanager
-def determinism(enabled: bool, device: str) -> Iterator[None]:
-    """Deterministic kernels while the job runs; the process's previous flags afterwards."""
-    saved = (
-        torch.are_deterministic_algorithms_enabled(),
-        torch.is_deterministic_algorithms_warn_only_enabled(),
-        torch.backends.cudnn.deterministic,
-        torch.backends.cudnn.benchmark,
-    )
-    if enabled:
-        on_cuda = device.startswith("cuda")
-        if on_cuda:
-            # cuBLAS needs this before its first use to be reproducible.
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        # On CUDA a few backward kernels (e.g. adaptive pooling) have no deterministic version:
-        # warn there instead of failing the job; on the CPU insist.
-        torch.use_deterministic_algorithms(True, warn_only=on_cuda)
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
-
-
-def check_device(device: str) -> torch.device:
-    try:
-        parsed = torch.device(device)
-    except RuntimeError:
-        raise HarnessError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise HarnessError(f"device {device} requested but CUDA is not available; use --device cpu")
-    if parsed.type not in ("cpu", "cuda"):
-        raise HarnessError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")
-    return parsed
-
-
-def autocast(device: torch.device, precision: str) -> Any:
-    if precision not in PRECISIONS:
-        raise HarnessError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
-    dtype = PRECISIONS[precision]
-    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -296,7 +192,7 @@ def run_job(
             seen = 0
             correct = torch.zeros((), dtype=torch.int64, device=dev)
             loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
-            _sync(dev)
+            sync(dev)
             started = time.perf_counter()
             batches = _progress(loader, config.max_train_batches, progress, f"epoch {epoch}")
             for images, labels in batches:
@@ -313,13 +209,13 @@ def run_job(
                 seen += len(labels)
                 correct += (logits.detach().argmax(1) == labels).sum()
                 loss_sum += loss.detach().double() * len(labels)
-            _sync(dev)
+            sync(dev)
             train_seconds = time.perf_counter() - started
 
             # ---- validation, callbacks, checkpoint, report
             started = time.perf_counter()
             val = evaluate(model, val_loader, dev, precision=config.precision, should_stop=should_stop)
-            _sync(dev)
+            sync(dev)
             record = EpochRecord(
                 epoch=epoch, train_loss=float(loss_sum) / seen, train_acc=int(correct) / seen,
                 val_loss=val.loss, val_acc=val.acc, lr=lr,
@@ -409,6 +305,6 @@ def restore_model(spec: JobSpec, meta: Any, state: dict[str, torch.Tensor]) -> n
 
 
 __all__ = [
-    "EpochRecord", "Evaluation", "JobInterrupted", "JobOutcome", "evaluate", "load_data",
-    "make_loader", "restore_model", "run_job",
+    "EpochRecord", "Evaluation", "JobInterrupted", "JobOutcome", "evaluate", "restore_model",
+    "run_job",
 ]

@@ -17,16 +17,8 @@ from harness.checkpoint import save_checkpoint
 from harness.config import JobSpec, resolve_config
 from harness.errors import HarnessError
 from harness.metrics import METRIC_KEYS, classification_metrics
-from harness.train import (
-    EpochRecord,
-    JobInterrupted,
-    determinism,
-    evaluate,
-    load_data,
-    make_loader,
-    restore_model,
-    run_job,
-)
+from harness.runtime import determinism, load_data, make_loader
+from harness.train import EpochRecord, JobInterrupted, evaluate, restore_model, run_job
 
 MODEL = "gradattn_nope"
 # Small and noisy on purpose: a high learning rate and es_patience 1 make early stopping
