@@ -187,3 +187,21 @@ def test_bad_settings_are_clear_errors() -> None:
         run_job(_spec(0, precision="fp8"), data_root=NO_DATA)
     with pytest.raises(HarnessError, match="device"):
         run_job(_spec(4), device="tpu", data_root=NO_DATA)
+
+
+def test_checkpoint_write_is_atomic(tmp_path: Path) -> None:
+    path = tmp_path / "job.pt"
+    save_checkpoint(path, {"job_key": "k", "epoch": 1})
+    with pytest.raises(Exception):  # noqa: B017 - whatever torch.save raises for a lambda
+        save_checkpoint(path, {"job_key": "k", "epoch": 2, "bad": lambda: None})
+    # The failed write left the previous checkpoint whole and no temporary file behind.
+    assert torch.load(path, weights_only=True)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["job.pt"]
+
+
+def test_dataset_is_cached_per_job_data() -> None:
+    first = load_data(_spec(4), NO_DATA)
+    assert load_data(_spec(5), NO_DATA) is first  # same set, another seed: no reload
+    other_split = JobSpec(MODEL, "digits", 4, 7, "paper", _spec(4).config)
+    reloaded = load_data(other_split, NO_DATA)
+    assert reloaded is not first and reloaded.meta.digest != first.meta.digest
