@@ -152,7 +152,8 @@ def run_job(
     autocast(dev, config.precision)  # validate the precision before any work
     if dev.type == "cpu" and slots > 1:
         # Several jobs share the CPU: split its cores instead of oversubscribing them.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // slots))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        torch.set_num_threads(max(1, (cores or 1) // slots))
     data = load_data(spec, data_root)
     meta = data.meta
     stop_requested = should_stop or (lambda: False)
