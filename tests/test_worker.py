@@ -34,6 +34,17 @@ TINY = {"max_epochs": 1, "max_train_batches": 1, "batch_size": 16, "grad_batches
 CLAIM = re.compile(r"claimed job (\d+) attempt (\d+)")
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Tiny 8x8 jobs run fastest on one thread; the setting is restored for other tests."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _spec(seed: int, **overrides) -> JobSpec:
     config = resolve_config("paper", "digits", "resnet18", {**TINY, **overrides})
     return JobSpec("resnet18", "digits", seed, 42, "paper", config)
@@ -175,7 +186,7 @@ def test_four_workers_run_forty_jobs_exactly_once(sqlite_url, tmp_path, capsys):
 
 
 def test_sigterm_release_then_sigkill_then_resume_matches_uninterrupted_run(
-    sqlite_url, tmp_path, capsys
+    sqlite_url, tmp_path, capsys, one_torch_thread
 ):
     spec = _spec(7, max_epochs=4, max_train_batches=2)
     engine = make_engine(sqlite_url)
@@ -207,11 +218,8 @@ def test_sigterm_release_then_sigkill_then_resume_matches_uninterrupted_run(
 
     # 3. Another worker reclaims it (attempt 2) and resumes from the checkpoint. It runs in
     #    this process (the same loop as `harness worker`), which saves a torch start-up.
-    import torch
-
     from harness.worker import Worker, WorkerOptions
 
-    torch.set_num_threads(1)
     summary = Worker(
         engine,
         WorkerOptions(
