@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 
 from harness import queue
 from harness.queue import ClaimedJob, Lease
@@ -149,7 +150,12 @@ class Worker:
                 if opts.max_jobs is not None and len(summary.outcomes) >= opts.max_jobs:
                     summary.stop_reason = f"--max-jobs {opts.max_jobs} reached"
                     break
-                job = queue.claim(self.engine, self.worker_id, opts.device, opts.lease_seconds)
+                try:
+                    job = queue.claim(self.engine, self.worker_id, opts.device, opts.lease_seconds)
+                except OperationalError as exc:  # locked or briefly unreachable: try again
+                    log.warning("claim failed (%s); retrying", str(exc.orig or exc)[:200])
+                    self._stop.wait(opts.poll_seconds)
+                    continue
                 if job is None:
                     if opts.until_empty:
                         summary.stop_reason = "queue empty"
@@ -227,13 +233,21 @@ class Worker:
         except Exception:
             beat.stop()
             queue.fail(self.engine, lease, traceback.format_exc())
-            log.error("%s failed: %s", label, traceback.format_exc().strip().splitlines()[-1])
+            log.error("%s failed: %s", label, _last_line())
             return "failed"
         finally:
             if bar is not None:
                 bar.close()
         beat.stop()
-        if not queue.complete(self.engine, lease, outcome, opts.slots):
+        try:
+            completed = queue.complete(self.engine, lease, outcome, opts.slots)
+        except Exception:
+            # The outcome could not be stored (its transaction rolled back): say why in the job
+            # rather than let the lease run out with no explanation.
+            queue.fail(self.engine, lease, traceback.format_exc())
+            log.error("%s: storing the outcome failed: %s", label, _last_line())
+            return "failed"
+        if not completed:
             log.warning("%s: lease lost before completion; another worker owns it", label)
             return "lost"
         checkpoint.unlink(missing_ok=True)
@@ -248,6 +262,12 @@ class Worker:
         queue.release(self.engine, lease)
         log.info("%s released back to the queue; its checkpoint is kept", label)
         return "released"
+
+
+def _last_line() -> str:
+    """The exception line of the traceback being handled."""
+    lines = traceback.format_exc().strip().splitlines()
+    return lines[-1] if lines else "?"
 
 
 def _progress_bar(label: str, total: int, position: int, enabled: bool) -> Any:

@@ -70,8 +70,12 @@ class QueueStatus:
     def eta_seconds(self) -> float | None:
         if self.mean_epoch_seconds is None or not self.remaining_epochs:
             return None
-        parallel = max(1, len([job for job in self.running if not job.stale]))
-        return self.remaining_epochs * self.mean_epoch_seconds / parallel
+        return self.remaining_epochs * self.mean_epoch_seconds / self.parallel
+
+    @property
+    def parallel(self) -> int:
+        """Jobs progressing at once: running under a live lease (at least one)."""
+        return max(1, len([job for job in self.running if not job.stale]))
 
 
 def last_error_line(error: str | None) -> str:
@@ -142,7 +146,7 @@ def format_status(status: QueueStatus) -> str:
         lines.append(
             f"ETA: at most {_duration(eta)} ({status.remaining_epochs} epochs left x "
             f"{status.mean_epoch_seconds:.1f} s mean epoch over {status.epochs_measured} epochs, "
-            f"{max(1, len(status.running))} running; early stopping usually ends jobs sooner)"
+            f"{status.parallel} at a time; early stopping usually ends jobs sooner)"
         )
     elif status.remaining_epochs:
         lines.append("ETA: unknown until the first epoch finishes")

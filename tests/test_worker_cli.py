@@ -1,0 +1,78 @@
+"""`harness worker / status / retry` arguments and messages (fast: no training)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import update
+
+from harness import queue
+from harness.cli import main
+from harness.config import JobSpec, resolve_config
+from harness.db import Job, make_engine
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--slots", "0"], "--slots must be at least 1"),
+        (["--lease-seconds", "0"], "--lease-seconds must be positive"),
+        (["--max-jobs", "0"], "--max-jobs must be at least 1"),
+        (["--device", "tpu:0"], "is not a torch device"),
+        (["--db", "sqlite:////no/such/dir/runs.db"], "cannot reach database"),
+        (["--db", "nosuchdb://x"], "invalid database URL"),
+    ],
+)
+def test_worker_rejects_bad_options_in_one_line(capsys, sqlite_url, argv, message):
+    if "--db" not in argv:
+        argv = [*argv, "--db", sqlite_url]
+    code, out, err = _run(capsys, "worker", *argv)
+    assert code == 2 and out == "" and err.count("\n") == 1 and message in err
+
+
+def test_worker_without_cuda_says_so(capsys, sqlite_url):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this host has CUDA")
+    code, _, err = _run(capsys, "worker", "--gpu", "0", "--db", sqlite_url)
+    assert code == 2 and "CUDA is not available on this host; use --device cpu" in err
+
+
+def test_status_and_retry_stale_from_the_command_line(capsys, sqlite_url):
+    engine = make_engine(sqlite_url)
+    config = resolve_config("paper", "digits", "resnet18", {"max_epochs": 5})
+    specs = [JobSpec("resnet18", "digits", seed, 42, "paper", config) for seed in (1, 2, 3)]
+    queue.enqueue(engine, specs, "t")
+    queue.register_worker(engine, "host:1:0", "host", 1, "cpu")
+    live = queue.claim(engine, "host:1:0", "cpu", 300)
+    dead = queue.claim(engine, "host:2:0", "cpu", 300)
+    with engine.begin() as conn:
+        conn.execute(
+            update(Job).where(Job.id == dead.id).values(lease_expires_at=queue.db_now(conn, -5))
+        )
+    code, out, _ = _run(capsys, "status", "--db", sqlite_url)
+    assert code == 0
+    assert "1 queued, 2 running, 0 done, 0 failed (3 total)" in out
+    assert f"#{live.id} resnet18/digits/seed 1 [paper] epoch 0/5 on host:1:0" in out
+    assert f"#{dead.id} resnet18/digits/seed 2 [paper] epoch 0/5 on host:2:0  STALE" in out
+    assert "ETA: unknown until the first epoch finishes" in out
+
+    code, out, _ = _run(capsys, "retry", "--stale", "--db", sqlite_url)
+    assert code == 0 and "1 stale job(s) requeued" in out
+    code, out, _ = _run(capsys, "status", "--db", sqlite_url)
+    assert "2 queued, 1 running" in out and "STALE" not in out
+    code, out, _ = _run(capsys, "retry", "--failed", "--db", sqlite_url)
+    assert "0 failed job(s) requeued" in out
+
+
+def test_retry_needs_a_choice(capsys, sqlite_url):
+    with pytest.raises(SystemExit) as exc:
+        main(["retry", "--db", sqlite_url])
+    assert exc.value.code == 2
+    assert "one of the arguments --failed --stale is required" in capsys.readouterr().err
