@@ -1,4 +1,6 @@
-"""The job queue in the results database: enqueue, atomic claim, fenced lease, completion.
+"""The job queue in the results database: enqueue, atomic claim, fenced leases, retry.
+
+Writing epochs and outcomes under a lease is in harness.recording.
 
 Concurrency model (docs/QUEUE.md):
 - A claim is ONE ``UPDATE jobs ... WHERE id = (SELECT ... LIMIT 1) RETURNING ...`` inside a
@@ -19,27 +21,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, delete, func, insert, literal, select, update
+from sqlalchemy import ColumnElement, Connection, func, insert, literal, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.types import DateTime
 
 from harness import __version__
 from harness.config import JobSpec, TrainConfig
-from harness.db import EpochRow, GradientLayer, Job, Result, WorkerRow
+from harness.db import Job, WorkerRow
 
-METRIC_KEYS = (
-    "top1",
-    "top3",
-    "top5",
-    "precision_macro",
-    "recall_macro",
-    "f1_macro",
-    "precision_weighted",
-    "recall_weighted",
-    "f1_weighted",
-    "ece",
-    "nll",
-)
 DEFAULT_MAX_ATTEMPTS = 3
 _ENQUEUE_CHUNK = 500
 
@@ -137,7 +126,7 @@ class ClaimedJob:
         return JobSpec(self.model, self.dataset, self.seed, self.split_seed, self.protocol, config)
 
 
-def _write_connection(engine: Engine) -> Connection:
+def write_connection(engine: Engine) -> Connection:
     """A connection whose transactions take the write lock at BEGIN on SQLite."""
     return engine.connect().execution_options(sqlite_immediate=True)
 
@@ -176,7 +165,7 @@ def expire_leases(conn: Connection) -> tuple[int, int]:
 
 def claim(engine: Engine, worker_id: str, device: str, lease_seconds: float) -> ClaimedJob | None:
     """Atomically take the oldest queued job (after requeueing expired leases), or None."""
-    with _write_connection(engine) as conn, conn.begin():
+    with write_connection(engine) as conn, conn.begin():
         expire_leases(conn)
         now = db_now(conn)
         oldest = (
@@ -221,7 +210,8 @@ def claim(engine: Engine, worker_id: str, device: str, lease_seconds: float) -> 
     )
 
 
-def _held(lease: Lease) -> ColumnElement[bool]:
+def lease_held(lease: Lease) -> ColumnElement[bool]:
+    """The fence: this job is still running under this worker's very attempt."""
     return (
         (Job.id == lease.job_id)
         & (Job.worker_id == lease.worker_id)
@@ -236,7 +226,7 @@ def heartbeat(engine: Engine, lease: Lease, lease_seconds: float) -> bool:
         now = db_now(conn)
         held = conn.execute(
             update(Job)
-            .where(_held(lease))
+            .where(lease_held(lease))
             .values(lease_expires_at=db_now(conn, lease_seconds), heartbeat_at=now)
         ).rowcount
         conn.execute(
@@ -245,95 +235,8 @@ def heartbeat(engine: Engine, lease: Lease, lease_seconds: float) -> bool:
     return held == 1
 
 
-def _epoch_row(job_id: int, record: Any, slots: int) -> dict[str, Any]:
-    return {
-        "job_id": job_id,
-        "epoch": record.epoch,
-        "train_loss": record.train_loss,
-        "train_acc": record.train_acc,
-        "val_loss": record.val_loss,
-        "val_acc": record.val_acc,
-        "lr": record.lr,
-        "train_seconds": record.train_seconds,
-        "eval_seconds": record.eval_seconds,
-        "slots": slots,
-    }
-
-
-def record_epoch(
-    engine: Engine, lease: Lease, record: Any, lease_seconds: float, slots: int
-) -> bool:
-    """Upsert one epoch row and extend the lease, if the lease still holds."""
-    with _write_connection(engine) as conn, conn.begin():
-        now = db_now(conn)
-        held = conn.execute(
-            update(Job)
-            .where(_held(lease))
-            .values(
-                epoch=record.epoch, lease_expires_at=db_now(conn, lease_seconds), heartbeat_at=now
-            )
-        ).rowcount
-        if held != 1:
-            return False
-        # delete + insert is the dialect-neutral upsert (a resumed job may rewrite an epoch).
-        conn.execute(
-            delete(EpochRow).where(EpochRow.job_id == lease.job_id, EpochRow.epoch == record.epoch)
-        )
-        conn.execute(insert(EpochRow), [_epoch_row(lease.job_id, record, slots)])
-    return True
-
-
-def complete(engine: Engine, lease: Lease, outcome: Any, slots: int) -> bool:
-    """Result row, all epoch rows, gradient rows and status done in ONE fenced transaction."""
-    with _write_connection(engine) as conn, conn.begin():
-        now = db_now(conn)
-        held = conn.execute(
-            update(Job)
-            .where(_held(lease))
-            .values(
-                status="done",
-                finished_at=now,
-                heartbeat_at=now,
-                lease_expires_at=None,
-                epoch=outcome.epochs_run,
-                device=outcome.device,
-            )
-        ).rowcount
-        if held != 1:
-            return False  # fenced out: nothing was written
-        job_id = lease.job_id
-        result = {key: outcome.metrics.get(key) for key in METRIC_KEYS}
-        result.update(
-            job_id=job_id,
-            gen_gap_best=outcome.gen_gap_best,
-            gen_gap_last=outcome.gen_gap_last,
-            best_epoch=outcome.best_epoch,
-            epochs_run=outcome.epochs_run,
-            evaluated_epoch=outcome.evaluated_epoch,
-            epoch_seconds=outcome.epoch_seconds,
-            train_seconds=outcome.train_seconds,
-            eval_seconds=outcome.eval_seconds,
-            params=outcome.params,
-            slots=slots,
-            device=outcome.device,
-            provenance=outcome.provenance,
-            extra=outcome.extra,
-        )
-        conn.execute(insert(Result), [result])
-        conn.execute(delete(EpochRow).where(EpochRow.job_id == job_id))
-        if outcome.epochs:
-            conn.execute(insert(EpochRow), [_epoch_row(job_id, r, slots) for r in outcome.epochs])
-        conn.execute(delete(GradientLayer).where(GradientLayer.job_id == job_id))
-        if outcome.gradient_layers:
-            conn.execute(
-                insert(GradientLayer),
-                [{**layer, "job_id": job_id} for layer in outcome.gradient_layers],
-            )
-        _count(conn, lease.worker_id, done=True)
-    return True
-
-
-def _count(conn: Connection, worker_id: str, *, done: bool) -> None:
+def count_outcome(conn: Connection, worker_id: str, *, done: bool) -> None:
+    """Count a finished (done=True) or failed job on the worker's row."""
     if done:
         values: dict[str, Any] = {
             "jobs_done": WorkerRow.jobs_done + 1,
@@ -349,23 +252,23 @@ def _count(conn: Connection, worker_id: str, *, done: bool) -> None:
 
 def fail(engine: Engine, lease: Lease, error: str) -> bool:
     """Mark the job failed with `error` (a full traceback), if the lease still holds."""
-    with _write_connection(engine) as conn, conn.begin():
+    with write_connection(engine) as conn, conn.begin():
         now = db_now(conn)
         held = conn.execute(
             update(Job)
-            .where(_held(lease))
+            .where(lease_held(lease))
             .values(status="failed", error=error, finished_at=now, lease_expires_at=None)
         ).rowcount
-        _count(conn, lease.worker_id, done=False)
+        count_outcome(conn, lease.worker_id, done=False)
     return held == 1
 
 
 def release(engine: Engine, lease: Lease) -> bool:
     """Give the job back to the queue (a clean stop): the attempt does not count."""
-    with _write_connection(engine) as conn, conn.begin():
+    with write_connection(engine) as conn, conn.begin():
         held = conn.execute(
             update(Job)
-            .where(_held(lease))
+            .where(lease_held(lease))
             .values(
                 status="queued",
                 worker_id=None,
@@ -378,7 +281,7 @@ def release(engine: Engine, lease: Lease) -> bool:
 
 def retry_failed(engine: Engine) -> int:
     """Failed jobs back to the queue with a fresh attempt budget; returns how many."""
-    with _write_connection(engine) as conn, conn.begin():
+    with write_connection(engine) as conn, conn.begin():
         return conn.execute(
             update(Job)
             .where(Job.status == "failed")
@@ -389,7 +292,7 @@ def retry_failed(engine: Engine) -> int:
 def retry_stale(engine: Engine) -> int:
     """Running jobs whose lease has expired back to the queue now (attempts kept)."""
     now = db_now(engine)
-    with _write_connection(engine) as conn, conn.begin():
+    with write_connection(engine) as conn, conn.begin():
         return conn.execute(
             update(Job)
             .where(Job.status == "running", Job.lease_expires_at < now)

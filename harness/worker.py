@@ -30,6 +30,7 @@ from sqlalchemy.exc import OperationalError
 
 from harness import queue
 from harness.queue import ClaimedJob, Lease
+from harness.recording import complete, record_epoch
 
 log = logging.getLogger("harness.worker")
 
@@ -202,7 +203,7 @@ class Worker:
         bar = _progress_bar(label, spec.config.max_epochs, opts.slot_index, self.progress)
 
         def on_epoch(record: Any) -> None:
-            if not queue.record_epoch(self.engine, lease, record, opts.lease_seconds, opts.slots):
+            if not record_epoch(self.engine, lease, record, opts.lease_seconds, opts.slots):
                 beat.lost.set()
             if bar is not None:
                 bar.n = record.epoch
@@ -240,7 +241,7 @@ class Worker:
                 bar.close()
         beat.stop()
         try:
-            completed = queue.complete(self.engine, lease, outcome, opts.slots)
+            completed = complete(self.engine, lease, outcome, opts.slots)
         except Exception:
             # The outcome could not be stored (its transaction rolled back): say why in the job
             # rather than let the lease run out with no explanation.
