@@ -35,8 +35,12 @@ QUIRKS: dict[str, str] = {
 SMALL_NOPE_DATASETS = ("cifar10", "pcam", "tissuemnist", "padufes20")
 SMALL_NOPE_ENCODER = {"d_model": 32, "nhead": 16, "dim_feedforward": 2}
 
-# Transformer settings a model accepts as overrides (models.build_model(**overrides)).
-MODEL_OVERRIDE_KEYS = ("d_model", "nhead", "dim_feedforward", "num_layers", "dropout")
+# Architecture settings a model may accept as overrides (models.build_model(**overrides));
+# which of them a given model takes is models.default_overrides(name).
+MODEL_OVERRIDE_KEYS = (
+    "d_model", "nhead", "dim_feedforward", "num_layers", "dropout", "rope_base", "reduction",
+    "spatial_kernel",
+)
 
 
 @dataclass(frozen=True)
@@ -146,11 +150,25 @@ def resolve_config(
             )
     if quirks["small_nope_encoder"] and model == "gradattn_nope" and dataset in SMALL_NOPE_DATASETS:
         model_cfg = {**SMALL_NOPE_ENCODER, **model_cfg}
+    _check_model_overrides(model, model_cfg)
     if quirks["svhn_merge_extra"] and dataset == "svhn":
         data_cfg.setdefault("merge_extra", True)
     # Keep only the quirks that are on: a job's key must not change when a new quirk is added.
     on = {name: True for name, enabled in quirks.items() if enabled}
     return TrainConfig(**scalars, model=model_cfg, data=data_cfg, quirks=on)
+
+
+def _check_model_overrides(model: str, model_cfg: dict[str, Any]) -> None:
+    """Refuse at enqueue time what build_model would refuse inside every job."""
+    import models
+
+    if model not in models.MODEL_NAMES:
+        return  # the grid layer reports unknown model names with the valid list
+    accepted = models.default_overrides(model)
+    for key in model_cfg:
+        if key not in accepted:
+            valid = ", ".join(f"model.{k}" for k in accepted) or "none"
+            raise HarnessError(f"override model.{key} does not apply to {model}; valid: {valid}")
 
 
 @dataclass(frozen=True)

@@ -12,21 +12,8 @@ from sqlalchemy import delete, insert, update
 from sqlalchemy.engine import Engine
 
 from harness.db import EpochRow, GradientLayer, Job, Result
+from harness.metrics import METRIC_KEYS
 from harness.queue import Lease, count_outcome, db_now, lease_held, write_connection
-
-METRIC_KEYS = (
-    "top1",
-    "top3",
-    "top5",
-    "precision_macro",
-    "recall_macro",
-    "f1_macro",
-    "precision_weighted",
-    "recall_weighted",
-    "f1_weighted",
-    "ece",
-    "nll",
-)
 
 
 def _epoch_row(job_id: int, record: Any, slots: int) -> dict[str, Any]:
