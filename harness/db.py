@@ -24,9 +24,10 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    select,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
 from harness.errors import HarnessError
@@ -205,22 +206,67 @@ def make_engine(url: str, *, create: bool = True) -> Engine:
             engine = create_engine(url, connect_args={"timeout": 30, "isolation_level": None})
             event.listen(engine, "connect", _sqlite_pragmas)
             event.listen(engine, "begin", _sqlite_begin)
+        elif url.startswith("postgres"):
+            # Session time zone UTC: CURRENT_TIMESTAMP defaults (created_at, started_at) then
+            # store UTC in the zone-less columns, like db_now() and like SQLite.
+            engine = create_engine(
+                url,
+                pool_pre_ping=True,
+                connect_args={"options": "-c timezone=UTC", "connect_timeout": 10},
+            )
         else:
             engine = create_engine(url, pool_pre_ping=True)
     except (ArgumentError, NoSuchModuleError) as exc:
         raise HarnessError(
-            f"invalid database URL {mask_url(url)} ({exc}); use sqlite:///PATH or "
+            f"invalid database URL {mask_url(url)} ({_masked(exc, url)}); use sqlite:///PATH or "
             "postgresql+psycopg://USER:PASS@HOST/DB"
+        ) from None
+    except ImportError as exc:
+        raise HarnessError(
+            f"no database driver for {mask_url(url)} ({exc.name or exc}); for PostgreSQL "
+            "pip install 'psycopg[binary]' (the project's `postgres` extra)"
         ) from None
     if create:
         try:
-            Base.metadata.create_all(engine)
-        except OperationalError as exc:
+            _create_schema(engine)
+        except (OperationalError, InterfaceError) as exc:
             first = str(exc.orig).splitlines()[0] if exc.orig else str(exc)
             raise HarnessError(
-                f"cannot reach database {mask_url(url)}: {first}; check --db / HARNESS_DB"
+                f"cannot reach database {mask_url(url)}: {_masked(first, url)}; "
+                "check --db / HARNESS_DB"
             ) from None
     return engine
+
+
+def _masked(text: object, url: str) -> str:
+    """`text` with the URL's password blanked (driver messages may quote the URL)."""
+    from sqlalchemy.engine import make_url
+
+    out = str(text)
+    try:
+        password = make_url(url).password
+    except Exception:
+        return out
+    return out.replace(str(password), "***") if password else out
+
+
+# Any fixed 64-bit number: the advisory lock that serialises schema creation on PostgreSQL.
+_SCHEMA_LOCK = 0x6772616461747472
+
+
+def _create_schema(engine: Engine) -> None:
+    """CREATE TABLE IF NOT EXISTS for every table, safe with several workers starting at once.
+
+    On PostgreSQL two processes checking for a missing table at the same moment would both
+    create it and one would fail; DDL there is transactional, so a transaction-scoped advisory
+    lock makes the check-and-create atomic. (SQLite's write lock already serialises it.)
+    """
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
+            Base.metadata.create_all(conn)
+    else:
+        Base.metadata.create_all(engine)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, func, insert, literal, select, update
+from sqlalchemy import ColumnElement, Connection, func, insert, literal, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.types import DateTime
 
@@ -41,9 +41,12 @@ def db_now(engine: Engine | Connection, offset_seconds: float = 0.0) -> ColumnEl
         if offset_seconds:
             args.append(f"{offset_seconds:+.3f} seconds")
         return func.strftime(*args, type_=DateTime)
-    expr: ColumnElement[datetime] = func.timezone("UTC", func.now(), type_=DateTime)
+    # clock_timestamp(), not now(): now() is frozen at the transaction's start, so a claim that
+    # waited on another worker's row lock would stamp (and judge) leases with a stale time.
+    expr: ColumnElement[datetime] = func.timezone("UTC", func.clock_timestamp(), type_=DateTime)
     if offset_seconds:
-        expr = expr + func.make_interval(0, 0, 0, 0, 0, 0, offset_seconds)
+        # A literal interval (no bound parameter), so the type is never left to the driver.
+        expr = expr + text(f"interval '{float(offset_seconds):.6f} seconds'")
     return expr
 
 

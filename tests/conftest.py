@@ -16,3 +16,49 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pyt
 def sqlite_url(tmp_path) -> str:
     """A fresh, real SQLite database file for one test."""
     return f"sqlite:///{tmp_path / 'runs.db'}"
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL server for the whole session (tests/pg_server.py), stopped at the end.
+
+    Without PostgreSQL's binaries or psycopg the tests that use it are skipped, saying what to
+    install -- unless HARNESS_REQUIRE_POSTGRES=1 (CI), where they fail instead.
+    """
+    import os
+
+    from pg_server import INSTALL_HINT, PostgresServer, find_pg_bindir
+
+    required = os.environ.get("HARNESS_REQUIRE_POSTGRES") == "1"
+    missing = None
+    bindir = find_pg_bindir()
+    if bindir is None:
+        missing = INSTALL_HINT
+    else:
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            missing = "psycopg not installed; pip install 'psycopg[binary]' (the `test` extra)"
+    if missing:
+        if required:
+            pytest.fail(f"HARNESS_REQUIRE_POSTGRES=1 but {missing}")
+        pytest.skip(missing)
+    server = PostgresServer(bindir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(pg_server, request) -> str:
+    """A fresh, empty database on the session's PostgreSQL server for one test."""
+    import re
+
+    _DATABASE_COUNT[0] += 1
+    name = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:40]
+    return pg_server.create_database(f"t{_DATABASE_COUNT[0]}_{name}")
+
+
+_DATABASE_COUNT = [0]
