@@ -59,6 +59,9 @@ class TrainConfig:
     max_train_batches: int | None = None  # cap per epoch (demo and tests only)
     deterministic: bool = True
     precision: str = "fp32"
+    # "loader": DataLoader + per-image torchvision transforms (the authors' style, the paper
+    # grid's default); "device": uint8 splits on the device + batched augmentation + FastStep.
+    pipeline: str = "loader"
     model: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     quirks: dict[str, bool] = field(default_factory=dict)

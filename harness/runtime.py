@@ -21,6 +21,7 @@ from harness.config import JobSpec, TrainConfig
 from harness.errors import HarnessError
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+PIPELINES = ("loader", "device")
 
 # --------------------------------------------------------------------------- data
 
@@ -63,6 +64,64 @@ def make_loader(
         num_workers=0,  # in-process: the per-epoch torch seed then covers augmentation too
         pin_memory=device.startswith("cuda"),
     )
+
+
+class DeviceBatches:
+    """The "device" pipeline's stand-in for a DataLoader: batches of a DeviceSplit, augmented
+    (training) and normalised by BatchAugment on the device. Re-iterable and sized, like a
+    DataLoader, so evaluation and the gradient measurement take either."""
+
+    def __init__(
+        self, split: Any, meta: Any, config: TrainConfig, *, train: bool,
+        order: torch.Generator | None = None, augment_seed: int = 0,
+    ) -> None:
+        from datasets.gpu import BatchAugment
+        from datasets.transforms import CORRUPTED_SETS, WrapAroundUint8
+
+        self.split, self.train, self.order = split, train, order
+        self.batch_size = config.batch_size
+        self.augment = BatchAugment(
+            list(meta.train_augment) if train else [], list(meta.mean), list(meta.std),
+            meta.resize, tuple(split.image_shape[1:]),
+        )
+        # Reference-code quirk 1 acts on the uint8 image before anything else, as in
+        # datasets.build_transform; WrapAroundUint8 is elementwise, so it takes whole batches.
+        corrupt = train and config.quirk("corrupt_train_images") and meta.name in CORRUPTED_SETS
+        self.corrupt = WrapAroundUint8(meta.mean, meta.std) if corrupt else None
+        self.augment_seed = augment_seed
+
+    def __len__(self) -> int:
+        return -(-len(self.split) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # The augmentation stream lives on the device, seeded afresh per pass (per epoch).
+        generator = torch.Generator(device=self.split.device).manual_seed(self.augment_seed)
+        for images, labels in self.split.epoch(self.batch_size, self.order, shuffle=self.train):
+            if self.corrupt is not None:
+                images = self.corrupt(images)
+            yield self.augment(images, generator), labels
+
+
+_device_split_cache: dict[str, Any] = {}
+
+
+def device_splits(data: Any, device: torch.device) -> tuple[Any, Any, Any]:
+    """The loaded dataset's train/val/test as DeviceSplits on `device`, cached like the data."""
+    from datasets.gpu import DeviceSplit
+
+    key = f"{id(data)}:{device}"
+    if _device_split_cache.get("key") != key or _device_split_cache.get("data") is not data:
+        _device_split_cache.clear()
+        splits = tuple(DeviceSplit.from_split(s, device) for s in (data.train, data.val, data.test))
+        _device_split_cache.update(key=key, data=data, splits=splits)
+    return _device_split_cache["splits"]
+
+
+def check_pipeline(pipeline: str) -> None:
+    if pipeline not in PIPELINES:
+        raise HarnessError(
+            f"unknown pipeline {pipeline!r}; valid: {', '.join(PIPELINES)} (--set pipeline=...)"
+        )
 
 
 def derived_seed(seed: int, epoch: int, stream: str) -> int:

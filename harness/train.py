@@ -29,13 +29,17 @@ from harness.callbacks import EarlyStopping, ReduceLROnPlateau
 from harness.checkpoint import load_checkpoint, save_checkpoint
 from harness.config import JobSpec
 from harness.errors import HarnessError
+from harness.fastpath import FastStep, make_adam
 from harness.gradients import measure_gradients
 from harness.metrics import classification_metrics
 from harness.runtime import (
+    DeviceBatches,
     autocast,
     check_device,
+    check_pipeline,
     derived_seed,
     determinism,
+    device_splits,
     load_data,
     make_loader,
     seed_everything,
@@ -76,6 +80,45 @@ class JobOutcome:
 
 class JobInterrupted(Exception):
     """should_stop() returned True: the epoch in flight is abandoned; the last checkpoint stays."""
+
+
+class LoaderStep:
+    """The "loader" pipeline's training step: eager autocast/backward/Adam, as the authors ran
+    it. Same interface as harness.fastpath.FastStep (step, set_learning_rate, epoch_metrics),
+    so the one loop in run_job takes either; sums stay on the device (no host sync per step)."""
+
+    def __init__(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
+        precision: str,
+    ) -> None:
+        self.model, self.optimizer, self.device, self.precision = model, optimizer, device, precision
+        self.reset_metrics()
+
+    def step(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        with autocast(self.device, self.precision):
+            logits = self.model(images)
+            loss = nn.functional.cross_entropy(logits, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.seen += len(labels)
+        self.correct += (logits.detach().argmax(1) == labels).sum()
+        self.loss_sum += loss.detach().double() * len(labels)
+
+    def set_learning_rate(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def epoch_metrics(self) -> dict[str, float]:
+        metrics = {"loss": float(self.loss_sum) / self.seen, "accuracy": int(self.correct) / self.seen,
+                   "samples": self.seen}
+        self.reset_metrics()
+        return metrics
+
+    def reset_metrics(self) -> None:
+        self.seen = 0
+        self.correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -150,6 +193,7 @@ def run_job(
             raise HarnessError(f"{name}={value} must be at least 1; fix the job's overrides")
     dev = check_device(device)
     autocast(dev, config.precision)  # validate the precision before any work
+    check_pipeline(config.pipeline)
     if dev.type == "cpu" and slots > 1:
         # Several jobs share the CPU: split its cores instead of oversubscribing them.
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -162,7 +206,26 @@ def run_job(
         seed_everything(spec.seed)
         model = models.build_model(spec.model, meta.channels, meta.num_classes, **config.model)
         model = model.to(dev)
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        # The pipeline's two variation points: where batches come from, and the step.
+        on_device = config.pipeline == "device"
+        if on_device:
+            optimizer = make_adam(model, config.lr, config.weight_decay, dev)
+            # CUDA graph and channels_last on CUDA only; on the CPU the same step runs eagerly.
+            stepper: Any = FastStep(model, optimizer, dev, config.precision,
+                                    channels_last=dev.type == "cuda")
+            splits = dict(zip(("train", "val", "test"), device_splits(data, dev), strict=True))
+        else:
+            optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+            stepper = LoaderStep(model, optimizer, dev, config.precision)
+
+        def batches_of(name: str, *, epoch: int = 0, order: torch.Generator | None = None) -> Any:
+            train = name == "train"
+            if on_device:
+                return DeviceBatches(splits[name], meta, config, train=train, order=order,
+                                     augment_seed=derived_seed(spec.seed, epoch, "augment"))
+            return make_loader(getattr(data, name), meta, config, train=train, device=device,
+                               generator=order)
+
         plateau = ReduceLROnPlateau(config.lr, config.lr_factor, config.lr_patience, config.min_lr)
         stopper = EarlyStopping(config.es_patience)
         best_state: dict[str, torch.Tensor] = {}
@@ -179,20 +242,16 @@ def run_job(
             history = [EpochRecord(**row) for row in state["history"]]
             resumed_after = len(history)
 
-        val_loader = make_loader(data.val, meta, config, train=False, device=device)
+        val_loader = batches_of("val")
         epoch = len(history)
         while epoch < config.max_epochs and not stopper.stopped:
             epoch += 1
             # ---- one epoch of training, seeded from (seed, epoch) so a resume replays it
             seed_everything(derived_seed(spec.seed, epoch, "torch"))
             order = torch.Generator().manual_seed(derived_seed(spec.seed, epoch, "order"))
-            loader = make_loader(data.train, meta, config, train=True, device=device, generator=order)
-            lr = optimizer.param_groups[0]["lr"]
+            loader = batches_of("train", epoch=epoch, order=order)
+            lr = float(optimizer.param_groups[0]["lr"])  # a tensor for a CUDA-graphed step
             model.train()
-            # Sums stay on the device: no host synchronisation per step.
-            seen = 0
-            correct = torch.zeros((), dtype=torch.int64, device=dev)
-            loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
             sync(dev)
             started = time.perf_counter()
             batches = _progress(loader, config.max_train_batches, progress, f"epoch {epoch}")
@@ -201,30 +260,23 @@ def run_job(
                     raise JobInterrupted(f"stop requested during epoch {epoch}")
                 images = images.to(dev, non_blocking=True)
                 labels = labels.to(dev, non_blocking=True)
-                with autocast(dev, config.precision):
-                    logits = model(images)
-                    loss = nn.functional.cross_entropy(logits, labels)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                seen += len(labels)
-                correct += (logits.detach().argmax(1) == labels).sum()
-                loss_sum += loss.detach().double() * len(labels)
+                stepper.step(images, labels)
             sync(dev)
             train_seconds = time.perf_counter() - started
+            trained = stepper.epoch_metrics()  # the epoch's one host synchronisation
 
             # ---- validation, callbacks, checkpoint, report
             started = time.perf_counter()
             val = evaluate(model, val_loader, dev, precision=config.precision, should_stop=should_stop)
             sync(dev)
             record = EpochRecord(
-                epoch=epoch, train_loss=float(loss_sum) / seen, train_acc=int(correct) / seen,
+                epoch=epoch, train_loss=trained["loss"], train_acc=trained["accuracy"],
                 val_loss=val.loss, val_acc=val.acc, lr=lr,
                 train_seconds=train_seconds, eval_seconds=time.perf_counter() - started,
             )
             history.append(record)
-            for group in optimizer.param_groups:
-                group["lr"] = plateau.step(val.acc)
+            # Through the step: a captured CUDA graph reads the lr tensor, not group["lr"].
+            stepper.set_learning_rate(plateau.step(val.acc))
             if stopper.step(epoch, val.acc):
                 # A true copy: state_dict() tensors alias the live parameters.
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -245,7 +297,7 @@ def run_job(
         else:
             model.load_state_dict(best_state)
             evaluated_epoch = stopper.best_epoch
-        test_loader = make_loader(data.test, meta, config, train=False, device=device)
+        test_loader = batches_of("test")
         test = evaluate(
             model, test_loader, dev, precision=config.precision,
             details=models.is_gradattn(spec.model), should_stop=should_stop,
