@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -25,10 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from harness import queue
+from harness.db import Job
 from harness.queue import ClaimedJob, Lease
 from harness.recording import complete, record_epoch
 
@@ -48,6 +51,9 @@ class WorkerOptions:
     slot_index: int = 0  # this process's row among the slots (progress bar position)
     progress: bool | None = None  # None: progress bars when stderr is a terminal
     max_consecutive_failures: int = 5  # a broken device must not fail the whole queue
+    # Claim only while no other job runs on this host's device (Table 8 timings); see
+    # docs/QUEUE.md for the race window this leaves.
+    exclusive: bool = False
 
 
 @dataclass
@@ -152,10 +158,14 @@ class Worker:
                     summary.stop_reason = f"--max-jobs {opts.max_jobs} reached"
                     break
                 try:
-                    job = queue.claim(self.engine, self.worker_id, opts.device, opts.lease_seconds)
+                    job, busy = self.claim_next()
                 except OperationalError as exc:  # locked or briefly unreachable: try again
                     log.warning("claim failed (%s); retrying", str(exc.orig or exc)[:200])
                     self._stop.wait(opts.poll_seconds)
+                    continue
+                if busy:
+                    # Random back-off: two exclusive workers that collide do not collide again.
+                    self._stop.wait(opts.poll_seconds * random.uniform(0.5, 1.5))
                     continue
                 if job is None:
                     if opts.until_empty:
@@ -188,6 +198,39 @@ class Worker:
             summary.lost,
         )
         return summary
+
+    def claim_next(self) -> tuple[ClaimedJob | None, bool]:
+        """(the claimed job or None, whether an --exclusive worker found its device busy)."""
+        opts = self.options
+        if opts.exclusive and self.device_busy():
+            return None, True
+        job = queue.claim(self.engine, self.worker_id, opts.device, opts.lease_seconds)
+        if job is not None and opts.exclusive and self.device_busy(besides=job.id):
+            # Another job started on the device between the check and the claim: give ours
+            # back (the attempt does not count) rather than time two jobs at once.
+            queue.release(self.engine, job.lease)
+            log.info("job %d released: device %s became busy", job.id, opts.device)
+            return None, True
+        return job, False
+
+    def device_busy(self, besides: int | None = None) -> bool:
+        """Whether a job other than `besides` runs, under a live lease, on this host's device.
+
+        Worker ids start with "host:", and the claim writes the device into the job row."""
+        busy = (
+            select(func.count())
+            .select_from(Job)
+            .where(
+                Job.status == "running",
+                Job.device == self.options.device,
+                Job.worker_id.like(f"{self.host}:%"),
+                Job.lease_expires_at >= queue.db_now(self.engine),
+            )
+        )
+        if besides is not None:
+            busy = busy.where(Job.id != besides)
+        with self.engine.connect() as conn:
+            return bool(conn.execute(busy).scalar_one())
 
     def run_one(self, job: ClaimedJob) -> str:
         """Run one claimed job; returns done, failed, released or lost."""
@@ -240,6 +283,8 @@ class Worker:
             if bar is not None:
                 bar.close()
         beat.stop()
+        if opts.exclusive:
+            outcome.extra["exclusive"] = True  # timed alone on its device (slots is 1)
         try:
             completed = complete(self.engine, lease, outcome, opts.slots)
         except Exception:
@@ -289,14 +334,17 @@ def _progress_bar(label: str, total: int, position: int, enabled: bool) -> Any:
 
 def run_slot_processes(child_argv: list[str], slots: int) -> int:
     """Run `slots` copies of the worker loop as child processes; forward SIGTERM/SIGINT."""
+    return run_worker_processes([[*child_argv, "--slot-index", str(i)] for i in range(slots)])
+
+
+def run_worker_processes(child_argvs: list[list[str]]) -> int:
+    """One child `harness` process per argv (e.g. one per GPU and slot); forward SIGTERM/SIGINT
+    to them and return the exit code furthest from 0."""
     # Each child in its own session: a Ctrl-C on the terminal reaches only this parent, which
     # forwards it once (twice would mean "stop now" to the children).
     children = [
-        subprocess.Popen(
-            [sys.executable, "-m", "harness.cli", *child_argv, "--slot-index", str(index)],
-            start_new_session=True,
-        )
-        for index in range(slots)
+        subprocess.Popen([sys.executable, "-m", "harness.cli", *argv], start_new_session=True)
+        for argv in child_argvs
     ]
 
     def forward(signum: int, _frame: Any) -> None:

@@ -27,6 +27,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--gpu", type=int, metavar="N", help="run on CUDA device N")
     where.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
+    where.add_argument(
+        "--gpus",
+        metavar="LIST",
+        help="comma-separated CUDA devices, e.g. 0,1,2,3: one worker process per GPU "
+        "(--slots K per GPU)",
+    )
+    parser.add_argument(
+        "--exclusive",
+        action="store_true",
+        help="claim a job only while no other job runs on this host's device (timing runs; "
+        "implies one slot)",
+    )
     parser.add_argument(
         "--slots",
         type=int,
@@ -101,6 +113,39 @@ def resolve_device(args: argparse.Namespace) -> str:
     return device
 
 
+def parse_gpus(text: str) -> list[int]:
+    """--gpus "0,1,2,3" -> [0, 1, 2, 3], each an existing CUDA device, no repeats."""
+    try:
+        gpus = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise HarnessError(f"--gpus {text!r}: expected GPU numbers such as 0,1,2,3") from None
+    if not gpus or any(gpu < 0 for gpu in gpus):
+        raise HarnessError(f"--gpus {text!r}: expected GPU numbers such as 0,1,2,3")
+    if len(set(gpus)) != len(gpus):
+        raise HarnessError(f"--gpus {text!r} lists a GPU twice; use --slots K for K jobs per GPU")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise HarnessError(f"--gpus {text}: CUDA is not available on this host; use --device cpu")
+    count = torch.cuda.device_count()
+    missing = [gpu for gpu in gpus if gpu >= count]
+    if missing:
+        raise HarnessError(
+            f"--gpus {text}: no GPU {', '.join(map(str, missing))}; this host has {count} "
+            f"(0...{count - 1})"
+        )
+    return gpus
+
+
+def gpu_child_argvs(args: argparse.Namespace, gpus: list[int]) -> list[list[str]]:
+    """One child worker per (GPU, slot): --device cuda:N, the slot's index on that GPU."""
+    return [
+        [*_child_argv(args, f"cuda:{gpu}"), "--slot-index", str(slot)]
+        for gpu in gpus
+        for slot in range(args.slots)
+    ]
+
+
 def checkpoints_dir(args: argparse.Namespace) -> Path:
     return Path(args.checkpoints or os.environ.get("HARNESS_CHECKPOINTS") or DEFAULT_CHECKPOINTS)
 
@@ -141,12 +186,14 @@ def _child_argv(args: argparse.Namespace, device: str) -> list[str]:
         argv += ["--max-jobs", str(args.max_jobs)]
     if args.no_progress:
         argv.append("--no-progress")
+    if args.exclusive:
+        argv.append("--exclusive")
     return argv
 
 
 def run(args: argparse.Namespace) -> int:
     from harness.db import make_engine
-    from harness.worker import Worker, WorkerOptions, run_slot_processes
+    from harness.worker import Worker, WorkerOptions, run_slot_processes, run_worker_processes
 
     if args.slots < 1:
         raise HarnessError(f"--slots must be at least 1 (got {args.slots})")
@@ -154,8 +201,16 @@ def run(args: argparse.Namespace) -> int:
         raise HarnessError(f"--lease-seconds must be positive (got {args.lease_seconds:g})")
     if args.max_jobs is not None and args.max_jobs < 1:
         raise HarnessError(f"--max-jobs must be at least 1 (got {args.max_jobs})")
-    device = resolve_device(args)
+    if args.exclusive and args.slots > 1:
+        raise HarnessError(
+            f"--exclusive runs one job per device alone; drop --slots {args.slots} "
+            "(with --gpus, one exclusive worker per GPU)"
+        )
+    gpus = parse_gpus(args.gpus) if args.gpus is not None else None
+    device = resolve_device(args) if gpus is None else f"cuda:{gpus[0]}"
     engine = make_engine(db_url(args))  # fails here, with one line, if the DB is unreachable
+    if gpus is not None:
+        return run_worker_processes(gpu_child_argvs(args, gpus))
     if args.slots > 1 and args.slot_index is None:
         return run_slot_processes(_child_argv(args, device), args.slots)
     configure_logging()
@@ -171,6 +226,7 @@ def run(args: argparse.Namespace) -> int:
         slot_index=args.slot_index or 0,
         progress=False if args.no_progress else None,
         max_consecutive_failures=args.max_failures,
+        exclusive=args.exclusive,
     )
     worker = Worker(engine, options)
     with worker.signals_handled():
