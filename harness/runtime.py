@@ -89,6 +89,12 @@ class DeviceBatches:
         corrupt = train and config.quirk("corrupt_train_images") and meta.name in CORRUPTED_SETS
         self.corrupt = WrapAroundUint8(meta.mean, meta.std) if corrupt else None
         self.augment_seed = augment_seed
+        # Without augmentation or resize, normalise with torchvision's very arithmetic (ToDtype
+        # multiplies by 1/255, Normalize subtracts then divides): such batches are then bitwise
+        # the loader's, so the pipelines differ only where augmentation or the step does.
+        self.exact = not self.augment.spec and meta.resize is None
+        self.mean = torch.tensor(meta.mean, dtype=torch.float32).view(1, -1, 1, 1).to(split.device)
+        self.std = torch.tensor(meta.std, dtype=torch.float32).view(1, -1, 1, 1).to(split.device)
 
     def __len__(self) -> int:
         return -(-len(self.split) // self.batch_size)
@@ -96,10 +102,18 @@ class DeviceBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         # The augmentation stream lives on the device, seeded afresh per pass (per epoch).
         generator = torch.Generator(device=self.split.device).manual_seed(self.augment_seed)
+        if self.train and self.order is not None:
+            # A DataLoader's iterator draws one int64 (its base seed) from the generator before
+            # its sampler's randperm; drawing it here too gives both pipelines the same order,
+            # so without augmentation they train on the same batches.
+            torch.empty((), dtype=torch.int64).random_(generator=self.order)
         for images, labels in self.split.epoch(self.batch_size, self.order, shuffle=self.train):
             if self.corrupt is not None:
                 images = self.corrupt(images)
-            yield self.augment(images, generator), labels
+            if self.exact:
+                yield images.float().mul_(1.0 / 255.0).sub_(self.mean).div_(self.std), labels
+            else:
+                yield self.augment(images, generator), labels
 
 
 _device_split_cache: dict[str, Any] = {}

@@ -1,14 +1,17 @@
 """The "device" pipeline (DeviceSplit + BatchAugment + FastStep) inside run_job, on the CPU.
 
-Three kinds of evidence that it trains the same model as the "loader" pipeline:
-1. Data: on digits (no augmentation) both pipelines serve the same normalised validation
-   batches, and every training epoch covers the same (image, label) pairs, each once.
-2. Outcomes over seeds: for top-1, ECE, best epoch and epochs run, the mean paired difference
-   (device - loader) over SEEDS lies inside the seed spread (max - min over seeds) of the two
-   pipelines, plus one test sample of slack for accuracy. The runs are tiny (CPU budget), so
-   this is a coarse check; the GPU equivalence run in docs/PERFORMANCE.md is the real one.
+Evidence that it trains the same model as the "loader" pipeline:
+1. Data: for the same `order` generator both pipelines serve the same batches, bitwise, when
+   the split has no augmentation and no resize (digits): same order, same normalisation.
+2. Outcomes: the equivalence criterion is that, over SEEDS, the mean paired difference
+   (device - loader) of top-1, ECE, best epoch and epochs run lies inside the seed spread
+   (max - min) of the two pipelines. On digits (no augmentation, fp32, eager step on the CPU)
+   the two pipelines do better than that: every seed's history and metrics are identical
+   (train loss up to its float32 vs float64 running sum), which the test also asserts. On a
+   GPU with augmentation and bf16 only the distributional criterion can hold; that run is
+   still to do (docs/PERFORMANCE.md).
 3. Resume: a device-pipeline run interrupted after epoch 1 and resumed from its checkpoint
-   equals the uninterrupted run exactly (bitwise on the CPU), learning-rate changes included.
+   equals the uninterrupted run exactly, learning-rate cuts (set_learning_rate) included.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch
 
 from harness.config import JobSpec, TrainConfig, resolve_config
 from harness.errors import HarnessError
+from harness.fastpath import FastStep
 from harness.runtime import DeviceBatches, device_splits, load_data, make_loader
 from harness.train import EpochRecord, JobInterrupted, run_job
 
@@ -29,7 +33,7 @@ MODEL = "gradattn_nope"
 SEEDS = (1, 2, 3)
 OVERRIDES = {
     "max_epochs": 3,
-    "max_train_batches": 2,
+    "max_train_batches": 1,
     "batch_size": 32,
     "grad_batches": 1,
     "lr": 1e-2,
@@ -40,7 +44,6 @@ OVERRIDES = {
     "model.num_layers": 1,
 }
 NO_DATA = Path("/nonexistent-data-root")  # digits is embedded
-TEST_SAMPLES = 270
 
 
 def _spec(seed: int, pipeline: str) -> JobSpec:
@@ -60,13 +63,25 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("fastpath")
+    fast_steps: list[int] = []
+    real_step = FastStep.step
+
+    def counted_step(self: FastStep, inputs: torch.Tensor, labels: torch.Tensor) -> None:
+        fast_steps.append(len(labels))  # a spy: the real step still runs
+        real_step(self, inputs, labels)
+
+    runs: dict = {}
     try:
-        runs = {
-            (pipeline, seed): run_job(
-                _spec(seed, pipeline), data_root=NO_DATA, checkpoint_path=tmp / f"{pipeline}{seed}.pt"
-            )
-            for pipeline in ("loader", "device") for seed in SEEDS
-        }
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(FastStep, "step", counted_step)
+            for pipeline in ("loader", "device"):
+                for seed in SEEDS:
+                    before = len(fast_steps)
+                    runs[pipeline, seed] = run_job(
+                        _spec(seed, pipeline), data_root=NO_DATA,
+                        checkpoint_path=tmp / f"{pipeline}{seed}.pt",
+                    )
+                    runs["fast steps", pipeline, seed] = len(fast_steps) - before
         # The first device seed again, stopped after epoch 1 and resumed from its checkpoint.
         path = tmp / "resumed.pt"
         finished: list[int] = []
@@ -80,51 +95,52 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return runs
 
 
-def test_both_pipelines_serve_the_same_data() -> None:
+def test_both_pipelines_serve_the_same_batches() -> None:
     spec = _spec(0, "device")
     data = load_data(spec, NO_DATA)
     config: TrainConfig = spec.config
     train_split, val_split, _test = device_splits(data, torch.device("cpu"))
-    device_val = torch.cat([images for images, _ in DeviceBatches(val_split, data.meta, config, train=False)])
-    loader_val = torch.cat([images for images, _ in make_loader(data.val, data.meta, config, train=False, device="cpu")])
-    torch.testing.assert_close(device_val, loader_val)
-
-    order = torch.Generator().manual_seed(7)
-    served = list(DeviceBatches(train_split, data.meta, config, train=True, order=order))
-    images = torch.cat([b[0] for b in served])
-    labels = torch.cat([b[1] for b in served])
-    assert len(served) == -(-len(data.train) // config.batch_size)
-
-    # Same pairs, each once: compare the sorted (label, pixels) rows of both.
-    def rows(x: torch.Tensor, y: torch.Tensor) -> list[tuple]:
-        pixels = torch.round(x.flatten(1), decimals=4).tolist()
-        return sorted((int(label), *row) for label, row in zip(y.tolist(), pixels, strict=True))
-
-    ref_labels = torch.as_tensor(data.train.labels)
-    ref_images = torch.cat([b[0] for b in make_loader(data.train, data.meta, config, train=False, device="cpu")])
-    assert rows(images, labels) == rows(ref_images, ref_labels)
-    assert not torch.equal(labels, ref_labels)  # shuffled
+    for split, device_split, train in ((data.val, val_split, False), (data.train, train_split, True)):
+        device = DeviceBatches(device_split, data.meta, config, train=train,
+                               order=torch.Generator().manual_seed(7) if train else None)
+        loader = make_loader(split, data.meta, config, train=train, device="cpu",
+                             generator=torch.Generator().manual_seed(7) if train else None)
+        assert len(device) == len(loader) == -(-len(split) // config.batch_size)
+        for (images, labels), (want_images, want_labels) in zip(device, loader, strict=True):
+            assert torch.equal(images, want_images) and torch.equal(labels, want_labels)
+    # The training order really is shuffled (and by the generator).
+    first = next(iter(DeviceBatches(train_split, data.meta, config, train=True,
+                                    order=torch.Generator().manual_seed(7))))[1]
+    assert not torch.equal(first, torch.as_tensor(data.train.labels[: len(first)]))
 
 
 def test_outcomes_agree_within_seed_noise(outcomes: dict) -> None:
     def value(outcome, name: str) -> float:
         return float(outcome.metrics[name] if name in ("top1", "ece") else getattr(outcome, name))
 
-    for name, slack in (("top1", 1 / TEST_SAMPLES), ("ece", 1 / TEST_SAMPLES),
-                        ("best_epoch", 0.0), ("epochs_run", 0.0)):
+    for name in ("top1", "ece", "best_epoch", "epochs_run"):
         loader = [value(outcomes["loader", s], name) for s in SEEDS]
         device = [value(outcomes["device", s], name) for s in SEEDS]
         mean_difference = statistics.mean(d - x for d, x in zip(device, loader, strict=True))
         spread = max(max(loader) - min(loader), max(device) - min(device))
-        assert abs(mean_difference) <= spread + slack, (name, loader, device)
+        assert abs(mean_difference) <= spread, (name, loader, device)
+    # Without augmentation the same batches meet the same arithmetic: seed by seed equal.
+    for seed in SEEDS:
+        device, loader = outcomes["device", seed], outcomes["loader", seed]
+        assert device.metrics == loader.metrics
+        assert (device.best_epoch, device.epochs_run) == (loader.best_epoch, loader.epochs_run)
+        for mine, theirs in zip(device.epochs, loader.epochs, strict=True):
+            assert (mine.val_loss, mine.val_acc, mine.train_acc, mine.lr) == (
+                theirs.val_loss, theirs.val_acc, theirs.train_acc, theirs.lr)
+            assert mine.train_loss == pytest.approx(theirs.train_loss, rel=1e-6)
 
 
-def test_device_pipeline_is_recorded_and_differs_from_loader(outcomes: dict) -> None:
-    device, loader = outcomes["device", SEEDS[0]], outcomes["loader", SEEDS[0]]
-    assert device.epochs_run == len(device.epochs) >= 1
-    assert all(0.0 <= r.train_acc <= 1.0 and r.train_loss > 0 for r in device.epochs)
-    # Another batch order: the histories are not the loader's (the pipeline really switched).
-    assert _without_times(device.epochs) != _without_times(loader.epochs)
+def test_device_pipeline_steps_through_faststep(outcomes: dict) -> None:
+    batches = OVERRIDES["max_train_batches"]
+    for seed in SEEDS:
+        device = outcomes["device", seed]
+        assert outcomes["fast steps", "device", seed] == device.epochs_run * batches
+        assert outcomes["fast steps", "loader", seed] == 0
 
 
 def test_resume_is_exact_with_the_device_pipeline(outcomes: dict) -> None:
