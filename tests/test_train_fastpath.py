@@ -151,6 +151,7 @@ def test_resume_is_exact_with_the_device_pipeline(outcomes: dict) -> None:
     # lr_patience 1 makes the plateau callback cut the rate whenever val accuracy stalls; the
     # recorded rates (read back from the optimizer) follow the callback in both runs alike.
     assert [r.lr for r in resumed.epochs] == [r.lr for r in whole.epochs]
+    assert len({r.lr for r in whole.epochs}) > 1, "no lr cut in this run: pick another seed"
 
 
 def test_unknown_pipeline_is_a_clear_error() -> None:
