@@ -21,6 +21,7 @@ from harness import __version__
 from harness.errors import HarnessError
 
 PROTOCOLS = ("paper", "reference-code")
+PIPELINES = ("loader", "device")  # batch source + step: docs/PERFORMANCE.md
 
 # Reference-code quirks (REFERENCE_NOTES.md, "Where the code departs from the paper").
 QUIRKS: dict[str, str] = {
@@ -151,6 +152,11 @@ def resolve_config(
             raise HarnessError(
                 f"unknown override {key!r}; valid keys: {', '.join(valid_override_keys())}"
             )
+    if scalars.get("pipeline", "loader") not in PIPELINES:
+        raise HarnessError(
+            f"unknown pipeline {scalars['pipeline']!r}; valid: {', '.join(PIPELINES)} "
+            "(--set pipeline=...)"
+        )
     if quirks["small_nope_encoder"] and model == "gradattn_nope" and dataset in SMALL_NOPE_DATASETS:
         model_cfg = {**SMALL_NOPE_ENCODER, **model_cfg}
     _check_model_overrides(model, model_cfg)

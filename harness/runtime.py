@@ -17,11 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.config import JobSpec, TrainConfig
+from harness.config import PIPELINES, JobSpec, TrainConfig
 from harness.errors import HarnessError
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
-PIPELINES = ("loader", "device")
 
 # --------------------------------------------------------------------------- data
 

@@ -38,6 +38,7 @@ def test_reference_code_turns_every_quirk_on_and_each_can_be_set_alone():
         ({"max_epochs": 2.5}, "max_epochs=2.5 has the wrong type"),
         ({"quirk.last_epoch_weights": "yes"}, "must be true or false"),
         ({"model.d_model": 32}, "model.d_model does not apply to resnet18; valid: none"),
+        ({"pipeline": "gpu"}, "unknown pipeline 'gpu'; valid: loader, device"),
     ],
 )
 def test_bad_overrides_are_refused_with_the_fix(overrides, message):

@@ -108,11 +108,11 @@ def run(args: argparse.Namespace) -> int:
         # One process per core, one thread each: 8x8 images make tensors too small for
         # intra-op threads to pay off, while separate jobs scale with the cores.
         argv = ["worker", "--device", "cpu", "--slots", str(slots), "--until-empty",
-                "--max-failures", "0", "--db", url, "--data", str(data_root(args)),
+                "--max-failures", "0", "--data", str(data_root(args)),
                 "--checkpoints", str(out / "checkpoints")]
         if args.no_progress:
             argv.append("--no-progress")
-        code = run_slot_processes(argv, slots)
+        code = run_slot_processes(argv, slots, url)
         stop_reason = "queue empty" if code == 0 else f"a worker exited with code {code}"
     else:
         configure_logging()

@@ -175,8 +175,6 @@ def _child_argv(args: argparse.Namespace, device: str) -> list[str]:
         str(args.poll_seconds),
         "--max-failures",
         str(args.max_failures),
-        "--db",
-        db_url(args),
         "--data",
         str(data_root(args)),
     ]
@@ -210,9 +208,9 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args) if gpus is None else f"cuda:{gpus[0]}"
     engine = make_engine(db_url(args))  # fails here, with one line, if the DB is unreachable
     if gpus is not None:
-        return run_worker_processes(gpu_child_argvs(args, gpus))
+        return run_worker_processes(gpu_child_argvs(args, gpus), db_url(args))
     if args.slots > 1 and args.slot_index is None:
-        return run_slot_processes(_child_argv(args, device), args.slots)
+        return run_slot_processes(_child_argv(args, device), args.slots, db_url(args))
     configure_logging()
     options = WorkerOptions(
         device=device,
