@@ -11,11 +11,11 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from sqlalchemy import func, select, update
+from queue_helpers import expire_lease, job_row, tiny_specs
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from harness import queue, recording
-from harness.config import JobSpec, resolve_config
 from harness.db import EpochRow, GradientLayer, Job, Result, WorkerRow, make_engine
 
 
@@ -26,22 +26,10 @@ def db_url(request) -> str:
     return request.getfixturevalue("postgres_url")
 
 
-def _specs(count: int) -> list[JobSpec]:
-    config = resolve_config("paper", "digits", "resnet18", {"max_epochs": 1})
-    return [JobSpec("resnet18", "digits", seed, 42, "paper", config) for seed in range(count)]
 
 
-def _job(engine, job_id: int) -> Job:
-    with Session(engine) as session:
-        return session.get_one(Job, job_id)
 
 
-def _expire(engine, job_id: int) -> None:
-    """Move a lease into the past by the database clock (what a dead worker's lease becomes)."""
-    with engine.begin() as conn:
-        conn.execute(
-            update(Job).where(Job.id == job_id).values(lease_expires_at=queue.db_now(conn, -1))
-        )
 
 
 def _outcome(top1: float) -> SimpleNamespace:
@@ -64,15 +52,15 @@ def _outcome(top1: float) -> SimpleNamespace:
 
 def test_enqueue_is_idempotent(db_url):
     engine = make_engine(db_url)
-    assert queue.enqueue(engine, _specs(5), "t") == queue.EnqueueResult(new=5, existing=0)
-    assert queue.enqueue(engine, _specs(7), "t") == queue.EnqueueResult(new=2, existing=5)
+    assert queue.enqueue(engine, tiny_specs(5), "t") == queue.EnqueueResult(new=5, existing=0)
+    assert queue.enqueue(engine, tiny_specs(7), "t") == queue.EnqueueResult(new=2, existing=5)
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(Job)).scalar_one() == 7
 
 
 def test_concurrent_claims_never_share_a_job(db_url):
     engine = make_engine(db_url)
-    queue.enqueue(engine, _specs(40), "t")
+    queue.enqueue(engine, tiny_specs(40), "t")
     claimed: dict[str, list[int]] = {}
     errors: list[BaseException] = []
 
@@ -105,12 +93,12 @@ def test_concurrent_claims_never_share_a_job(db_url):
 
 def test_expired_lease_is_reclaimed_and_the_old_holder_is_fenced_out(db_url):
     engine = make_engine(db_url)
-    queue.enqueue(engine, _specs(1), "t")
+    queue.enqueue(engine, tiny_specs(1), "t")
     for name in ("w1", "w2"):
         queue.register_worker(engine, name, "host", 1, "cpu")
     old = queue.claim(engine, "w1", "cpu", 30)
     assert queue.heartbeat(engine, old.lease, 30)
-    _expire(engine, old.id)
+    expire_lease(engine, old.id)
     new = queue.claim(engine, "w2", "cpu", 30)
     assert new.id == old.id and new.attempts == 2 and new.lease.attempt == 2
     # The old holder can write nothing: heartbeat, epoch, completion, failure, release.
@@ -122,7 +110,7 @@ def test_expired_lease_is_reclaimed_and_the_old_holder_is_fenced_out(db_url):
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(Result)).scalar_one() == 0
         assert conn.execute(select(func.count()).select_from(EpochRow)).scalar_one() == 0
-    row = _job(engine, old.id)
+    row = job_row(engine, old.id)
     assert (row.status, row.worker_id, row.attempts) == ("running", "w2", 2)
     assert "lease expired: worker w1" in row.error
     # The new holder completes: result, epochs, gradients and status in one transaction.
@@ -136,19 +124,19 @@ def test_expired_lease_is_reclaimed_and_the_old_holder_is_fenced_out(db_url):
         assert session.scalar(select(func.count()).select_from(GradientLayer)) == 1
         done = {w.id: w.jobs_done for w in session.scalars(select(WorkerRow))}
     assert done == {"w1": 0, "w2": 1}
-    assert _job(engine, old.id).status == "done"
+    assert job_row(engine, old.id).status == "done"
     assert not recording.complete(engine, new.lease, _outcome(0.7), 1)  # only once
 
 
 def test_max_attempts_then_retry(db_url):
     engine = make_engine(db_url)
-    queue.enqueue(engine, _specs(1), "t", max_attempts=2)
+    queue.enqueue(engine, tiny_specs(1), "t", max_attempts=2)
     for name in ("w1", "w2"):
         job = queue.claim(engine, name, "cpu", 30)
         assert job is not None
-        _expire(engine, job.id)
+        expire_lease(engine, job.id)
     assert queue.claim(engine, "w3", "cpu", 30) is None
-    row = _job(engine, 1)
+    row = job_row(engine, 1)
     assert row.status == "failed" and row.attempts == 2
     assert "gave up after max_attempts" in row.error
     assert queue.retry_failed(engine) == 1
@@ -157,21 +145,21 @@ def test_max_attempts_then_retry(db_url):
 
 def test_release_and_retry_stale(db_url):
     engine = make_engine(db_url)
-    queue.enqueue(engine, _specs(2), "t")
+    queue.enqueue(engine, tiny_specs(2), "t")
     first = queue.claim(engine, "w1", "cpu", 300)
     assert queue.release(engine, first.lease)
-    assert (_job(engine, first.id).status, _job(engine, first.id).attempts) == ("queued", 0)
+    assert (job_row(engine, first.id).status, job_row(engine, first.id).attempts) == ("queued", 0)
     live = queue.claim(engine, "w1", "cpu", 300)
     dead = queue.claim(engine, "w2", "cpu", 300)
-    _expire(engine, dead.id)
+    expire_lease(engine, dead.id)
     assert queue.retry_stale(engine) == 1
-    assert _job(engine, live.id).status == "running"
-    assert _job(engine, dead.id).status == "queued"
+    assert job_row(engine, live.id).status == "running"
+    assert job_row(engine, dead.id).status == "queued"
 
 
 def test_real_lease_runs_out_on_the_database_clock(db_url):
     engine = make_engine(db_url)
-    queue.enqueue(engine, _specs(1), "t")
+    queue.enqueue(engine, tiny_specs(1), "t")
     job = queue.claim(engine, "w1", "cpu", 0.3)
     assert queue.claim(engine, "w2", "cpu", 0.3) is None
     time.sleep(0.5)
@@ -196,9 +184,9 @@ def test_timestamps_are_utc(db_url):
     """created_at (a server default) and started_at (db_now) agree, in UTC, whatever the
     server's own time zone (the test server runs in UTC+05:45 to catch a local-time default)."""
     engine = make_engine(db_url)
-    queue.enqueue(engine, _specs(1), "t")
+    queue.enqueue(engine, tiny_specs(1), "t")
     job = queue.claim(engine, "w1", "cpu", 30)
-    row = _job(engine, job.id)
+    row = job_row(engine, job.id)
     assert abs((row.started_at - row.created_at).total_seconds()) < 30
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:

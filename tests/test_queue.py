@@ -6,31 +6,13 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import select, update
+from queue_helpers import expire_lease, job_row, tiny_specs
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from harness import queue
-from harness.config import JobSpec, resolve_config
 from harness.db import Job, WorkerRow, make_engine
 from harness.grids import paper_grid, resolve_grid
-
-
-def _specs(count: int, max_epochs: int = 1) -> list[JobSpec]:
-    config = resolve_config("paper", "digits", "resnet18", {"max_epochs": max_epochs})
-    return [JobSpec("resnet18", "digits", seed, 42, "paper", config) for seed in range(count)]
-
-
-def _job(engine, job_id: int) -> Job:
-    with Session(engine) as session:
-        return session.get_one(Job, job_id)
-
-
-def _expire(engine, job_id: int) -> None:
-    """Move a lease into the past by the database clock (what a dead worker's lease becomes)."""
-    with engine.begin() as conn:
-        conn.execute(
-            update(Job).where(Job.id == job_id).values(lease_expires_at=queue.db_now(conn, -1))
-        )
 
 
 def test_enqueue_twice_adds_nothing(sqlite_url):
@@ -63,21 +45,21 @@ def test_paper_grid_cells():
 
 def test_claim_takes_oldest_and_returns_none_when_empty(sqlite_url):
     engine = make_engine(sqlite_url)
-    queue.enqueue(engine, _specs(2), "t")
+    queue.enqueue(engine, tiny_specs(2), "t")
     first = queue.claim(engine, "w1", "cpu", 30)
     second = queue.claim(engine, "w2", "cpu", 30)
     assert (first.id, second.id) == (1, 2)
     assert first.attempts == 1 and first.lease == queue.Lease(1, "w1", 1)
     assert first.spec().key() == first.key  # the row rebuilds the very same JobSpec
     assert queue.claim(engine, "w3", "cpu", 30) is None
-    row = _job(engine, 1)
+    row = job_row(engine, 1)
     assert row.status == "running" and row.worker_id == "w1"
     assert row.lease_expires_at > queue.database_time(engine)
 
 
 def test_concurrent_claims_never_share_a_job(sqlite_url):
     engine = make_engine(sqlite_url)
-    queue.enqueue(engine, _specs(60), "t")
+    queue.enqueue(engine, tiny_specs(60), "t")
     claimed: dict[str, list[int]] = {}
 
     def claim_all(name: str) -> None:
@@ -100,30 +82,30 @@ def test_concurrent_claims_never_share_a_job(sqlite_url):
 
 def test_lease_is_fenced_and_expired_lease_goes_back_with_attempt_counted(sqlite_url):
     engine = make_engine(sqlite_url)
-    queue.enqueue(engine, _specs(1), "t")
+    queue.enqueue(engine, tiny_specs(1), "t")
     old = queue.claim(engine, "w1", "cpu", 30)
     assert queue.heartbeat(engine, old.lease, 30)
-    _expire(engine, old.id)
+    expire_lease(engine, old.id)
     new = queue.claim(engine, "w2", "cpu", 30)  # the claim requeues the expired lease first
     assert new.id == old.id and new.attempts == 2
     # The old holder is fenced out of every write.
     assert not queue.heartbeat(engine, old.lease, 30)
     assert not queue.fail(engine, old.lease, "late traceback")
     assert not queue.release(engine, old.lease)
-    row = _job(engine, old.id)
+    row = job_row(engine, old.id)
     assert row.status == "running" and row.worker_id == "w2" and row.attempts == 2
     assert "lease expired: worker w1" in row.error
 
 
 def test_lease_expiry_beyond_max_attempts_fails_with_explanation(sqlite_url):
     engine = make_engine(sqlite_url)
-    queue.enqueue(engine, _specs(1), "t", max_attempts=2)
+    queue.enqueue(engine, tiny_specs(1), "t", max_attempts=2)
     for name in ("w1", "w2"):
         job = queue.claim(engine, name, "cpu", 30)
         assert job is not None
-        _expire(engine, job.id)
+        expire_lease(engine, job.id)
     assert queue.claim(engine, "w3", "cpu", 30) is None
-    row = _job(engine, 1)
+    row = job_row(engine, 1)
     assert row.status == "failed" and row.attempts == 2
     assert "gave up after max_attempts" in row.error and "retry --failed" in row.error
     assert queue.retry_failed(engine) == 1
@@ -133,7 +115,7 @@ def test_lease_expiry_beyond_max_attempts_fails_with_explanation(sqlite_url):
 
 def test_real_lease_runs_out_on_the_database_clock(sqlite_url):
     engine = make_engine(sqlite_url)
-    queue.enqueue(engine, _specs(1), "t")
+    queue.enqueue(engine, tiny_specs(1), "t")
     job = queue.claim(engine, "w1", "cpu", 0.3)
     assert queue.claim(engine, "w2", "cpu", 0.3) is None
     time.sleep(0.5)
@@ -142,21 +124,21 @@ def test_real_lease_runs_out_on_the_database_clock(sqlite_url):
 
 def test_release_does_not_count_an_attempt(sqlite_url):
     engine = make_engine(sqlite_url)
-    queue.enqueue(engine, _specs(1), "t")
+    queue.enqueue(engine, tiny_specs(1), "t")
     job = queue.claim(engine, "w1", "cpu", 30)
     assert queue.release(engine, job.lease)
-    row = _job(engine, job.id)
+    row = job_row(engine, job.id)
     assert (row.status, row.attempts, row.worker_id) == ("queued", 0, None)
     assert queue.claim(engine, "w2", "cpu", 30).attempts == 1
 
 
 def test_fail_records_error_and_worker_counts(sqlite_url):
     engine = make_engine(sqlite_url)
-    queue.enqueue(engine, _specs(1), "t")
+    queue.enqueue(engine, tiny_specs(1), "t")
     queue.register_worker(engine, "w1", "host", 1, "cpu")
     job = queue.claim(engine, "w1", "cpu", 30)
     assert queue.fail(engine, job.lease, "Traceback ...\nValueError: boom")
-    row = _job(engine, job.id)
+    row = job_row(engine, job.id)
     assert row.status == "failed" and row.error.endswith("ValueError: boom")
     with Session(engine) as session:
         worker = session.scalars(select(WorkerRow)).one()
@@ -165,13 +147,13 @@ def test_fail_records_error_and_worker_counts(sqlite_url):
 
 def test_retry_stale_only_touches_expired_leases(sqlite_url):
     engine = make_engine(sqlite_url)
-    queue.enqueue(engine, _specs(2), "t")
+    queue.enqueue(engine, tiny_specs(2), "t")
     live = queue.claim(engine, "w1", "cpu", 300)
     dead = queue.claim(engine, "w2", "cpu", 300)
-    _expire(engine, dead.id)
+    expire_lease(engine, dead.id)
     assert queue.retry_stale(engine) == 1
-    assert _job(engine, live.id).status == "running"
-    dead_row = _job(engine, dead.id)
+    assert job_row(engine, live.id).status == "running"
+    dead_row = job_row(engine, dead.id)
     assert dead_row.status == "queued" and "retry --stale" in dead_row.error
 
 
