@@ -138,8 +138,9 @@ def test_max_attempts_then_retry(db_url):
     assert queue.claim(engine, "w3", "cpu", 30) is None
     row = job_row(engine, 1)
     assert row.status == "failed" and row.attempts == 2
-    assert "gave up after max_attempts" in row.error
+    assert "gave up after max_attempts" in row.error and "retry --failed" in row.error
     assert queue.retry_failed(engine) == 1
+    # a retried job gets a fresh attempt budget
     assert queue.claim(engine, "w4", "cpu", 30).attempts == 1
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from queue_helpers import expire_lease, job_row, tiny_specs
@@ -95,31 +94,6 @@ def test_lease_is_fenced_and_expired_lease_goes_back_with_attempt_counted(sqlite
     row = job_row(engine, old.id)
     assert row.status == "running" and row.worker_id == "w2" and row.attempts == 2
     assert "lease expired: worker w1" in row.error
-
-
-def test_lease_expiry_beyond_max_attempts_fails_with_explanation(sqlite_url):
-    engine = make_engine(sqlite_url)
-    queue.enqueue(engine, tiny_specs(1), "t", max_attempts=2)
-    for name in ("w1", "w2"):
-        job = queue.claim(engine, name, "cpu", 30)
-        assert job is not None
-        expire_lease(engine, job.id)
-    assert queue.claim(engine, "w3", "cpu", 30) is None
-    row = job_row(engine, 1)
-    assert row.status == "failed" and row.attempts == 2
-    assert "gave up after max_attempts" in row.error and "retry --failed" in row.error
-    assert queue.retry_failed(engine) == 1
-    again = queue.claim(engine, "w4", "cpu", 30)
-    assert again.attempts == 1  # a retried job gets a fresh attempt budget
-
-
-def test_real_lease_runs_out_on_the_database_clock(sqlite_url):
-    engine = make_engine(sqlite_url)
-    queue.enqueue(engine, tiny_specs(1), "t")
-    job = queue.claim(engine, "w1", "cpu", 0.3)
-    assert queue.claim(engine, "w2", "cpu", 0.3) is None
-    time.sleep(0.5)
-    assert queue.claim(engine, "w2", "cpu", 30).id == job.id
 
 
 def test_release_does_not_count_an_attempt(sqlite_url):
