@@ -20,6 +20,7 @@ import math
 import multiprocessing
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -99,8 +100,8 @@ def _forever(split: DeviceSplit, batch: int, generator: torch.Generator):
         yield from split.epoch(batch, generator, drop_last=True)
 
 
-def time_ours(settings: BenchSettings, with_eval: bool = False) -> dict[str, Any]:
-    """Steps/s of the fast path: device-resident uint8 + BatchAugment + FastStep."""
+def _fast_path(settings: BenchSettings, seed: int) -> tuple[FastStep, Any, Callable[[int], None]]:
+    """The fast path's pieces for one job: FastStep, its batch stream, and `train_steps(n)`."""
     device = torch.device(settings.device)
     shape, batch = SHAPES[settings.shape], settings.batch()
     images, labels = synthetic_images(shape, max(batch, min(settings.data_size, shape.train_size)))
@@ -109,21 +110,38 @@ def time_ours(settings: BenchSettings, with_eval: bool = False) -> dict[str, Any
     model = build_model(settings.model, shape, device)
     fast = FastStep(model, make_adam(model, 1e-3, 1e-4, device), device, settings.precision,
                     settings.channels_last, settings.cuda_graph)
-    generator = torch.Generator(device=device).manual_seed(0)
+    generator = torch.Generator(device=device).manual_seed(seed)
     batches = _forever(split, batch, generator)
 
-    def train_steps(count: int) -> float:
-        synchronize(device)
-        start = time.perf_counter()
+    def train_steps(count: int) -> None:
         for _ in range(count):
             inputs, targets = next(batches)
             fast.step(augment(inputs, generator), targets)
+
+    return fast, batches, train_steps
+
+
+def _warmup_steps(settings: BenchSettings) -> int:
+    """Untimed steps first; at least one under CUDA graphs, whose first step captures."""
+    return max(settings.warmup, 1 if settings.cuda_graph else 0)
+
+
+def time_ours(settings: BenchSettings, with_eval: bool = False) -> dict[str, Any]:
+    """Steps/s of the fast path: device-resident uint8 + BatchAugment + FastStep."""
+    device = torch.device(settings.device)
+    shape, batch = SHAPES[settings.shape], settings.batch()
+    fast, batches, train_steps = _fast_path(settings, seed=0)
+
+    def timed_steps(count: int) -> float:
+        synchronize(device)
+        start = time.perf_counter()
+        train_steps(count)
         synchronize(device)
         return time.perf_counter() - start
 
     # At least one untimed step under graphs: the first step captures (with its own warm-up).
-    train_steps(max(settings.warmup, 1 if settings.cuda_graph else 0))
-    result = _rate(settings.steps, train_steps(settings.steps), batch)
+    timed_steps(_warmup_steps(settings))
+    result = _rate(settings.steps, timed_steps(settings.steps), batch)
     fast.epoch_metrics()  # the one host sync per epoch the real loop pays
     if with_eval:
         plain = BatchAugment([], shape.mean, shape.std, shape.resize, shape.stored_size)
@@ -226,24 +244,12 @@ def time_authors(settings: BenchSettings) -> dict[str, Any]:
 def _packing_job(settings: BenchSettings, threads: int, barrier: Any, results: Any) -> None:
     torch.set_num_threads(threads)
     device = torch.device(settings.device)
-    shape, batch = SHAPES[settings.shape], settings.batch()
-    images, labels = synthetic_images(shape, max(batch, min(settings.data_size, shape.train_size)))
-    split = DeviceSplit(images, labels, device)
-    augment = BatchAugment(list(shape.train_augment()), shape.mean, shape.std, shape.resize, shape.stored_size)
-    model = build_model(settings.model, shape, device)
-    fast = FastStep(model, make_adam(model, 1e-3, 1e-4, device), device, settings.precision,
-                    settings.channels_last, settings.cuda_graph)
-    generator = torch.Generator(device=device).manual_seed(os.getpid())
-    batches = _forever(split, batch, generator)
-    for _ in range(max(settings.warmup, 1 if settings.cuda_graph else 0)):
-        inputs, targets = next(batches)
-        fast.step(augment(inputs, generator), targets)
+    _, _, train_steps = _fast_path(settings, seed=os.getpid())
+    train_steps(_warmup_steps(settings))
     synchronize(device)
     barrier.wait()  # all jobs are built and warm: time only the overlap
     start = time.perf_counter()  # CLOCK_MONOTONIC on Linux: comparable across processes
-    for _ in range(settings.steps):
-        inputs, targets = next(batches)
-        fast.step(augment(inputs, generator), targets)
+    train_steps(settings.steps)
     synchronize(device)
     results.put((start, time.perf_counter()))
 
