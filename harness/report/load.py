@@ -198,15 +198,21 @@ def load_results(engine: Engine, protocol: str | None = None) -> pd.DataFrame:
     return results_from_rows(rows, gradients)
 
 
+def _filter_jobs(stmt: Any, protocol: str | None, done_only: bool) -> Any:
+    """Keep the rows of one protocol's jobs (when given), and of finished jobs only (when asked)."""
+    if protocol is not None:
+        stmt = stmt.where(Job.protocol == protocol)
+    if done_only:
+        stmt = stmt.where(Job.status == "done")
+    return stmt
+
+
 def load_epochs(
     engine: Engine, protocol: str | None = None, done_only: bool = True
 ) -> pd.DataFrame:
     """Per-epoch rows (training curves) joined with their job's identity (EPOCH_COLUMNS)."""
     stmt = select(Job, EpochRow).join(EpochRow, EpochRow.job_id == Job.id)
-    if protocol is not None:
-        stmt = stmt.where(Job.protocol == protocol)
-    if done_only:
-        stmt = stmt.where(Job.status == "done")
+    stmt = _filter_jobs(stmt, protocol, done_only)
     records = []
     with Session(engine) as session:
         for job, ep in session.execute(stmt.order_by(Job.id, EpochRow.epoch)):
@@ -223,10 +229,7 @@ def load_gradients(
 ) -> pd.DataFrame:
     """Per-layer gradient rows (both measurement modes) with their job's identity."""
     stmt = select(Job, GradientLayer).join(GradientLayer, GradientLayer.job_id == Job.id)
-    if protocol is not None:
-        stmt = stmt.where(Job.protocol == protocol)
-    if done_only:
-        stmt = stmt.where(Job.status == "done")
+    stmt = _filter_jobs(stmt, protocol, done_only)
     records = []
     order = (Job.id, GradientLayer.mode, GradientLayer.layer_index)
     with Session(engine) as session:
