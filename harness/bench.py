@@ -72,11 +72,15 @@ def build_model(name: str, shape: DataShape, device: torch.device) -> torch.nn.M
     return build(name, shape.channels, shape.num_classes).to(device)
 
 
-def synthetic_images(shape: DataShape, count: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def synthetic_images(
+    shape: DataShape, count: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random uint8 images (N, C, H, W) at the stored size, and labels."""
     gen = torch.Generator().manual_seed(seed)
     height, width = shape.stored_size
-    images = torch.randint(0, 256, (count, shape.channels, height, width), generator=gen, dtype=torch.uint8)
+    images = torch.randint(
+        0, 256, (count, shape.channels, height, width), generator=gen, dtype=torch.uint8
+    )
     labels = torch.randint(0, shape.num_classes, (count,), generator=gen)
     return images, labels
 
@@ -106,10 +110,18 @@ def _fast_path(settings: BenchSettings, seed: int) -> tuple[FastStep, Any, Calla
     shape, batch = SHAPES[settings.shape], settings.batch()
     images, labels = synthetic_images(shape, max(batch, min(settings.data_size, shape.train_size)))
     split = DeviceSplit(images, labels, device)
-    augment = BatchAugment(list(shape.train_augment()), shape.mean, shape.std, shape.resize, shape.stored_size)
+    augment = BatchAugment(
+        list(shape.train_augment()), shape.mean, shape.std, shape.resize, shape.stored_size
+    )
     model = build_model(settings.model, shape, device)
-    fast = FastStep(model, make_adam(model, 1e-3, 1e-4, device), device, settings.precision,
-                    settings.channels_last, settings.cuda_graph)
+    fast = FastStep(
+        model,
+        make_adam(model, 1e-3, 1e-4, device),
+        device,
+        settings.precision,
+        settings.channels_last,
+        settings.cuda_graph,
+    )
     generator = torch.Generator(device=device).manual_seed(seed)
     batches = _forever(split, batch, generator)
 
@@ -189,11 +201,17 @@ def authors_transform(shape: DataShape) -> Any:
         elif name == "rotate":
             steps.append(T.RandomRotation(op["degrees"]))
         elif name == "affine":
-            steps.append(T.RandomAffine(degrees=op.get("degrees", 0), translate=tuple(op["translate"])))
+            steps.append(
+                T.RandomAffine(degrees=op.get("degrees", 0), translate=tuple(op["translate"]))
+            )
         elif name == "pad_crop":
             steps.append(T.RandomCrop(op["size"], padding=op["padding"]))
         elif name == "color_jitter":
-            steps.append(T.ColorJitter(*(op.get(k, 0) for k in ("brightness", "contrast", "saturation", "hue"))))
+            steps.append(
+                T.ColorJitter(
+                    *(op.get(k, 0) for k in ("brightness", "contrast", "saturation", "hue"))
+                )
+            )
         elif name == "resized_crop":
             steps.append(T.RandomResizedCrop(op["size"], scale=tuple(op["scale"])))
     return T.Compose([*steps, T.ToTensor(), T.Normalize(shape.mean, shape.std)])
@@ -204,9 +222,15 @@ def time_authors(settings: BenchSettings) -> dict[str, Any]:
     device = torch.device(settings.device)
     shape, batch = SHAPES[settings.shape], settings.batch()
     images, labels = synthetic_images(shape, max(batch, min(settings.data_size, shape.train_size)))
-    dataset = _PilDataset(images.permute(0, 2, 3, 1).numpy(), labels.numpy(), authors_transform(shape))
+    dataset = _PilDataset(
+        images.permute(0, 2, 3, 1).numpy(), labels.numpy(), authors_transform(shape)
+    )
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch, shuffle=True, num_workers=settings.workers, drop_last=True,
+        dataset,
+        batch_size=batch,
+        shuffle=True,
+        num_workers=settings.workers,
+        drop_last=True,
         persistent_workers=settings.workers > 0,
     )
     model = build_model(settings.model, shape, device)
@@ -254,7 +278,9 @@ def _packing_job(settings: BenchSettings, threads: int, barrier: Any, results: A
     results.put((start, time.perf_counter()))
 
 
-def measure_packing(settings: BenchSettings, job_counts: list[int], timeout_s: float = 900) -> list[dict]:
+def measure_packing(
+    settings: BenchSettings, job_counts: list[int], timeout_s: float = 900
+) -> list[dict]:
     """Total and per-job steps/s with k concurrent jobs (processes) sharing the device."""
     on_cuda = torch.device(settings.device).type == "cuda"
     # Not fork: a child forked after the parent ran torch's OpenMP pool can deadlock in it, and
@@ -267,22 +293,32 @@ def measure_packing(settings: BenchSettings, job_counts: list[int], timeout_s: f
         threads = settings.threads or max(1, (os.cpu_count() or 1) // jobs)
         threads = 1 if on_cuda else threads
         barrier, results = context.Barrier(jobs), context.Queue()
-        procs = [context.Process(target=_packing_job, args=(settings, threads, barrier, results))
-                 for _ in range(jobs)]
+        procs = [
+            context.Process(target=_packing_job, args=(settings, threads, barrier, results))
+            for _ in range(jobs)
+        ]
         for proc in procs:
             proc.start()
         try:
             spans = [results.get(timeout=timeout_s) for _ in procs]
         except Exception as exc:
-            raise HarnessError(f"a packed bench job with {jobs} jobs did not report ({exc!r}); "
-                               "rerun with fewer --slots or --steps") from None
+            raise HarnessError(
+                f"a packed bench job with {jobs} jobs did not report ({exc!r}); "
+                "rerun with fewer --slots or --steps"
+            ) from None
         finally:
             for proc in procs:
                 proc.join(timeout=60)
         wall = max(end for _, end in spans) - min(start for start, _ in spans)
         per_job = [settings.steps / (end - start) for start, end in spans]
-        runs.append({"jobs": jobs, "wall_s": wall, "total_steps_per_s": jobs * settings.steps / wall,
-                     "per_job_steps_per_s": per_job})
+        runs.append(
+            {
+                "jobs": jobs,
+                "wall_s": wall,
+                "total_steps_per_s": jobs * settings.steps / wall,
+                "per_job_steps_per_s": per_job,
+            }
+        )
     return runs
 
 
@@ -309,13 +345,22 @@ def project_grid(
         train_batches = math.ceil(shape.train_size / batch)
         val_batches = math.ceil(shape.val_size / batch)
         # The partial last batch is counted as a full step: an upper bound by < 1 step.
-        epoch_s = (train_batches * timing["ms_per_step"] + val_batches * timing["eval_ms_per_step"]) / 1000
-        rows.append({
-            "model": model, "dataset": dataset, "batch_size": batch,
-            "train_batches": train_batches, "val_batches": val_batches,
-            "train_ms_per_step": timing["ms_per_step"], "eval_ms_per_step": timing["eval_ms_per_step"],
-            "epoch_s": epoch_s, "paper_epoch_s": paper_epoch_seconds.get((model, dataset)),
-        })
+        epoch_s = (
+            train_batches * timing["ms_per_step"] + val_batches * timing["eval_ms_per_step"]
+        ) / 1000
+        rows.append(
+            {
+                "model": model,
+                "dataset": dataset,
+                "batch_size": batch,
+                "train_batches": train_batches,
+                "val_batches": val_batches,
+                "train_ms_per_step": timing["ms_per_step"],
+                "eval_ms_per_step": timing["eval_ms_per_step"],
+                "epoch_s": epoch_s,
+                "paper_epoch_s": paper_epoch_seconds.get((model, dataset)),
+            }
+        )
     serial_s = sum(row["epoch_s"] for row in rows) * epochs * seeds
     return {
         "epochs": epochs,

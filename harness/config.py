@@ -22,6 +22,7 @@ from harness.errors import HarnessError
 
 PROTOCOLS = ("paper", "reference-code")
 PIPELINES = ("loader", "device")  # batch source + step: docs/PERFORMANCE.md
+HPARAM_SOURCES = ("paper", "tuned")
 
 # Reference-code quirks (REFERENCE_NOTES.md, "Where the code departs from the paper").
 QUIRKS: dict[str, str] = {
@@ -35,11 +36,34 @@ QUIRKS: dict[str, str] = {
 }
 SMALL_NOPE_DATASETS = ("cifar10", "pcam", "tissuemnist", "padufes20")
 SMALL_NOPE_ENCODER = {"d_model": 32, "nhead": 16, "dim_feedforward": 2}
+CORRUPT_IMAGE_DATASETS = ("fashionmnist", "cifar10")
+# Quirks that change no training run, only how the report reads stored rows.
+REPORT_TIME_QUIRKS = ("ghs_count_silent",)
+
+
+def quirk_applies(name: str, dataset: str, model: str) -> bool:
+    """Whether switching quirk `name` on changes anything for (dataset, model)."""
+    if name not in QUIRKS:
+        raise HarnessError(f"unknown quirk {name!r}; valid: {', '.join(QUIRKS)}")
+    if name == "corrupt_train_images":
+        return dataset in CORRUPT_IMAGE_DATASETS
+    if name == "small_nope_encoder":
+        return model == "gradattn_nope" and dataset in SMALL_NOPE_DATASETS
+    if name == "svhn_merge_extra":
+        return dataset == "svhn"
+    return True  # last_epoch_weights, ghs_count_silent: every dataset and model
+
 
 # Architecture settings a model may accept as overrides (models.build_model(**overrides));
 # which of them a given model takes is models.default_overrides(name).
 MODEL_OVERRIDE_KEYS = (
-    "d_model", "nhead", "dim_feedforward", "num_layers", "dropout", "rope_base", "reduction",
+    "d_model",
+    "nhead",
+    "dim_feedforward",
+    "num_layers",
+    "dropout",
+    "rope_base",
+    "reduction",
     "spatial_kernel",
 )
 
@@ -63,6 +87,9 @@ class TrainConfig:
     # "loader": DataLoader + per-image torchvision transforms (the authors' style, the paper
     # grid's default); "device": uint8 splits on the device + batched augmentation + FastStep.
     pipeline: str = "loader"
+    # Where lr / weight_decay / model.dropout come from: "paper" (Table 1) or "tuned" (the best
+    # trial of `harness tune` for this cell; `harness enqueue --hparams tuned`).
+    hparams: str = "paper"
     model: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     quirks: dict[str, bool] = field(default_factory=dict)
@@ -80,7 +107,9 @@ class TrainConfig:
 
 
 _SCALAR_KEYS = {
-    f.name: f.type for f in dataclasses.fields(TrainConfig) if f.name not in ("model", "data", "quirks")
+    f.name: f.type
+    for f in dataclasses.fields(TrainConfig)
+    if f.name not in ("model", "data", "quirks")
 }
 
 
@@ -120,7 +149,9 @@ def _coerce(key: str, value: Any) -> Any:
             return value
         return str(value)
     except (TypeError, ValueError):
-        raise HarnessError(f"override {key}={value!r} has the wrong type (expected {kind})") from None
+        raise HarnessError(
+            f"override {key}={value!r} has the wrong type (expected {kind})"
+        ) from None
 
 
 def resolve_config(
@@ -152,6 +183,10 @@ def resolve_config(
             raise HarnessError(
                 f"unknown override {key!r}; valid keys: {', '.join(valid_override_keys())}"
             )
+    if scalars.get("hparams", "paper") not in HPARAM_SOURCES:
+        raise HarnessError(
+            f"unknown hparams source {scalars['hparams']!r}; valid: {', '.join(HPARAM_SOURCES)}"
+        )
     if scalars.get("pipeline", "loader") not in PIPELINES:
         raise HarnessError(
             f"unknown pipeline {scalars['pipeline']!r}; valid: {', '.join(PIPELINES)} "

@@ -147,9 +147,7 @@ class GradientLayer(Base):
     min: Mapped[float | None] = mapped_column(Float)
     max: Mapped[float | None] = mapped_column(Float)
 
-    __table_args__ = (
-        UniqueConstraint("job_id", "mode", "layer_index", name="uq_gradient_layer"),
-    )
+    __table_args__ = (UniqueConstraint("job_id", "mode", "layer_index", name="uq_gradient_layer"),)
 
 
 class WorkerRow(Base):
@@ -165,6 +163,12 @@ class WorkerRow(Base):
     jobs_failed: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     consecutive_failures: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     stopped: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # Schema revision 0002: a worker whose device failed N jobs in a row stops claiming and
+    # says so (`harness status`); stop_reason is the last line it logged when it stopped.
+    quarantined: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default="0"
+    )
+    stop_reason: Mapped[str | None] = mapped_column(Text)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

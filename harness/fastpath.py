@@ -137,8 +137,12 @@ class FastStep:
     def _autocast(self) -> Any:
         enabled = self.precision == "bf16"
         # No weight-cast cache under graphs: cached casts made during capture would outlive it.
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled,
-                              cache_enabled=not self.cuda_graph)
+        return torch.autocast(
+            device_type=self.device.type,
+            dtype=torch.bfloat16,
+            enabled=enabled,
+            cache_enabled=not self.cuda_graph,
+        )
 
     def _prepare_grads_in_place(self) -> None:
         # Gradients are zeroed in place, never set to None: graphs keep their addresses.
@@ -190,7 +194,9 @@ def make_adam(
     that set_learning_rate reaches captured graphs; on the CPU the ordinary optimizer."""
     if torch.device(device).type == "cuda":
         lr_tensor = torch.tensor(lr, dtype=torch.float32, device=device)
-        return torch.optim.Adam(model.parameters(), lr=lr_tensor, weight_decay=weight_decay, capturable=True)
+        return torch.optim.Adam(
+            model.parameters(), lr=lr_tensor, weight_decay=weight_decay, capturable=True
+        )
     return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
 
 
@@ -211,7 +217,9 @@ class _Snapshot:
     def __init__(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, extra: tuple[torch.Tensor, ...]
     ) -> None:
-        self.tensors = [(t, t.detach().clone()) for t in [*model.parameters(), *model.buffers(), *extra]]
+        self.tensors = [
+            (t, t.detach().clone()) for t in [*model.parameters(), *model.buffers(), *extra]
+        ]
         self.optimizer = optimizer
         self.state = {
             id(param): {k: v.clone() for k, v in state.items() if torch.is_tensor(v)}

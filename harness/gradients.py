@@ -104,13 +104,23 @@ def measure_gradients(
     rows: list[dict[str, Any]] = []
     for index, (name, module) in enumerate(hooked):
         rows.append(
-            {"mode": "output", "layer_index": index, "layer": _layer_name(name),
-             "kind": type(module).__name__, **_summary(output_norms[name])}
+            {
+                "mode": "output",
+                "layer_index": index,
+                "layer": _layer_name(name),
+                "kind": type(module).__name__,
+                **_summary(output_norms[name]),
+            }
         )
     for index, (name, module) in enumerate(owners):
         rows.append(
-            {"mode": "param", "layer_index": index, "layer": _layer_name(name),
-             "kind": type(module).__name__, **_summary(param_norms[name])}
+            {
+                "mode": "param",
+                "layer_index": index,
+                "layer": _layer_name(name),
+                "kind": type(module).__name__,
+                **_summary(param_norms[name]),
+            }
         )
     return rows
 

@@ -36,7 +36,16 @@ DEMO_SEEDS = (42, 43, 44)
 DEMO_MAX_EPOCHS = 2
 DEMO_OVERRIDES = {"batch_size": 32, "grad_batches": 4}
 BUILTIN_GRIDS = ("paper", "demo")
-GRID_FILE_KEYS = ("name", "models", "datasets", "seeds", "protocol", "overrides", "split_seed")
+GRID_FILE_KEYS = (
+    "name",
+    "models",
+    "datasets",
+    "seeds",
+    "protocol",
+    "overrides",
+    "split_seed",
+    "vary_split",
+)
 
 
 @dataclass(frozen=True)
@@ -49,13 +58,16 @@ class Grid:
     protocol: str = "paper"
     overrides: dict[str, Any] = field(default_factory=dict)
     split_seed: int = PAPER_SEED
+    # The split seed follows the run seed, so the spread over seeds includes split variance.
+    vary_split: bool = False
 
     def jobs(self) -> list[JobSpec]:
         """One JobSpec per (cell, seed), configured by the protocol and the overrides."""
         specs = []
         for (model, dataset), seed in itertools.product(self.cells, self.seeds):
             config = resolve_config(self.protocol, dataset, model, self.overrides)
-            specs.append(JobSpec(model, dataset, seed, self.split_seed, self.protocol, config))
+            split_seed = seed if self.vary_split else self.split_seed
+            specs.append(JobSpec(model, dataset, seed, split_seed, self.protocol, config))
         return specs
 
 
@@ -185,7 +197,12 @@ def load_grid_file(path: Path) -> Grid:
     if not isinstance(split_seed, int) or isinstance(split_seed, bool):
         raise HarnessError(f"{where}'split_seed' must be an integer, got {split_seed!r}")
     cells = tuple((m, d) for d in datasets for m in models)
-    grid = Grid(name.strip(), cells, seeds, protocol, dict(overrides), split_seed)
+    vary_split = data.get("vary_split", False)
+    if not isinstance(vary_split, bool):
+        raise HarnessError(f"{where}'vary_split' must be true or false, got {vary_split!r}")
+    if vary_split and "split_seed" in data:
+        raise HarnessError(f"{where}give either 'split_seed' or 'vary_split: true', not both")
+    grid = Grid(name.strip(), cells, seeds, protocol, dict(overrides), split_seed, vary_split)
     _check_overrides(grid, where)
     return grid
 
@@ -209,6 +226,7 @@ def resolve_grid(
     datasets: Sequence[str] | None = None,
     overrides: dict[str, Any] | None = None,
     split_seed: int | None = None,
+    vary_split: bool = False,
 ) -> Grid:
     """The grid named `grid` (paper, demo or a YAML file) with the command line's changes."""
     if grid == "paper":
@@ -234,8 +252,13 @@ def resolve_grid(
         if protocol not in PROTOCOLS:
             raise HarnessError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
         changes["protocol"] = protocol
+    if split_seed is not None and vary_split:
+        raise HarnessError("give either --split-seed S or --vary-split, not both")
     if split_seed is not None:
         changes["split_seed"] = split_seed
+        changes["vary_split"] = False
+    if vary_split:
+        changes["vary_split"] = True
     if overrides:
         changes["overrides"] = {**base.overrides, **overrides}
     cells = base.cells

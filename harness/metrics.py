@@ -95,9 +95,7 @@ def classification_metrics(
     scores = _as_float64(logits)
     truth = _as_int64(labels)
     if scores.ndim != 2 or scores.shape[1] != num_classes:
-        raise ValueError(
-            f"logits must have shape (N, {num_classes}); got {tuple(scores.shape)}"
-        )
+        raise ValueError(f"logits must have shape (N, {num_classes}); got {tuple(scores.shape)}")
     if truth.shape != (scores.shape[0],) or len(truth) == 0:
         raise ValueError(
             f"labels must have shape ({scores.shape[0]},) and be non-empty; got {truth.shape}"
@@ -117,8 +115,6 @@ def classification_metrics(
         metrics[f"recall_{average}"] = float(recall)
         metrics[f"f1_{average}"] = float(f1)
     probabilities = softmax(scores)
-    metrics["ece"] = expected_calibration_error(
-        probabilities.max(axis=1), predictions == truth
-    )
+    metrics["ece"] = expected_calibration_error(probabilities.max(axis=1), predictions == truth)
     metrics["nll"] = negative_log_likelihood(scores, truth)
     return {key: metrics[key] for key in METRIC_KEYS}

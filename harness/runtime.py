@@ -40,15 +40,24 @@ def load_data(spec: JobSpec, data_root: Path) -> Any:
     if _dataset_cache.get("key") != key:
         _dataset_cache.clear()  # hold one dataset at a time: they can be gigabytes
         loaded = datasets.load(
-            spec.dataset, data_root, split_seed=spec.split_seed, protocol=spec.protocol,
-            download=False, **options,
+            spec.dataset,
+            data_root,
+            split_seed=spec.split_seed,
+            protocol=spec.protocol,
+            download=False,
+            **options,
         )
         _dataset_cache.update(key=key, data=loaded)
     return _dataset_cache["data"]
 
 
 def make_loader(
-    split: Any, meta: Any, config: TrainConfig, *, train: bool, device: str,
+    split: Any,
+    meta: Any,
+    config: TrainConfig,
+    *,
+    train: bool,
+    device: str,
     generator: torch.Generator | None = None,
 ) -> torch.utils.data.DataLoader:
     """A DataLoader over one split with the Table-2 transform; shuffled only for training."""
@@ -71,8 +80,14 @@ class DeviceBatches:
     DataLoader, so evaluation and the gradient measurement take either."""
 
     def __init__(
-        self, split: Any, meta: Any, config: TrainConfig, *, train: bool,
-        order: torch.Generator | None = None, augment_seed: int = 0,
+        self,
+        split: Any,
+        meta: Any,
+        config: TrainConfig,
+        *,
+        train: bool,
+        order: torch.Generator | None = None,
+        augment_seed: int = 0,
     ) -> None:
         from datasets.gpu import BatchAugment
         from datasets.transforms import CORRUPTED_SETS, WrapAroundUint8
@@ -80,8 +95,11 @@ class DeviceBatches:
         self.split, self.train, self.order = split, train, order
         self.batch_size = config.batch_size
         self.augment = BatchAugment(
-            list(meta.train_augment) if train else [], list(meta.mean), list(meta.std),
-            meta.resize, tuple(split.image_shape[1:]),
+            list(meta.train_augment) if train else [],
+            list(meta.mean),
+            list(meta.std),
+            meta.resize,
+            tuple(split.image_shape[1:]),
         )
         # Reference-code quirk 1 acts on the uint8 image before anything else, as in
         # datasets.build_transform; WrapAroundUint8 is elementwise, so it takes whole batches.

@@ -88,10 +88,18 @@ class LoaderStep:
     so the one loop in run_job takes either; sums stay on the device (no host sync per step)."""
 
     def __init__(
-        self, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        device: torch.device,
         precision: str,
     ) -> None:
-        self.model, self.optimizer, self.device, self.precision = model, optimizer, device, precision
+        self.model, self.optimizer, self.device, self.precision = (
+            model,
+            optimizer,
+            device,
+            precision,
+        )
         self.reset_metrics()
 
     def step(self, images: torch.Tensor, labels: torch.Tensor) -> None:
@@ -110,8 +118,11 @@ class LoaderStep:
             group["lr"] = lr
 
     def epoch_metrics(self) -> dict[str, float]:
-        metrics = {"loss": float(self.loss_sum) / self.seen, "accuracy": int(self.correct) / self.seen,
-                   "samples": self.seen}
+        metrics = {
+            "loss": float(self.loss_sum) / self.seen,
+            "accuracy": int(self.correct) / self.seen,
+            "samples": self.seen,
+        }
         self.reset_metrics()
         return metrics
 
@@ -135,8 +146,13 @@ class Evaluation:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loader: Any, device: torch.device, *, precision: str = "fp32",
-    details: bool = False, should_stop: Callable[[], bool] | None = None,
+    model: nn.Module,
+    loader: Any,
+    device: torch.device,
+    *,
+    precision: str = "fp32",
+    details: bool = False,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Evaluation:
     """Eval-mode pass over `loader`; with `details` (GradAttn models) also the mean attention
     weight each token position receives, averaged over samples, heads and query positions."""
@@ -152,9 +168,13 @@ def evaluate(
                 logits, info = model(images, return_details=True)
                 # (B, heads, query, key) -> sum over samples of the mean over heads and queries
                 batch_sums = [a.double().mean(dim=(1, 2)).sum(dim=0) for a in info["attention"]]
-                attention_sums = batch_sums if attention_sums is None else [
-                    total + part for total, part in zip(attention_sums, batch_sums, strict=True)
-                ]
+                attention_sums = (
+                    batch_sums
+                    if attention_sums is None
+                    else [
+                        total + part for total, part in zip(attention_sums, batch_sums, strict=True)
+                    ]
+                )
             else:
                 logits = model(images)
         all_logits.append(logits.float().cpu())
@@ -177,11 +197,15 @@ def evaluate(
 
 
 def run_job(
-    spec: JobSpec, *, device: str = "cpu", data_root: Path,
+    spec: JobSpec,
+    *,
+    device: str = "cpu",
+    data_root: Path,
     checkpoint_path: Path | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    slots: int = 1, progress: bool = False,
+    slots: int = 1,
+    progress: bool = False,
 ) -> JobOutcome:
     """Train, evaluate and measure one job (the worker's contract: see module docstring)."""
     import models
@@ -211,20 +235,30 @@ def run_job(
         if on_device:
             optimizer = make_adam(model, config.lr, config.weight_decay, dev)
             # CUDA graph and channels_last on CUDA only; on the CPU the same step runs eagerly.
-            stepper: Any = FastStep(model, optimizer, dev, config.precision,
-                                    channels_last=dev.type == "cuda")
+            stepper: Any = FastStep(
+                model, optimizer, dev, config.precision, channels_last=dev.type == "cuda"
+            )
             splits = dict(zip(("train", "val", "test"), device_splits(data, dev), strict=True))
         else:
-            optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+            optimizer = torch.optim.Adam(
+                model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+            )
             stepper = LoaderStep(model, optimizer, dev, config.precision)
 
         def batches_of(name: str, *, epoch: int = 0, order: torch.Generator | None = None) -> Any:
             train = name == "train"
             if on_device:
-                return DeviceBatches(splits[name], meta, config, train=train, order=order,
-                                     augment_seed=derived_seed(spec.seed, epoch, "augment"))
-            return make_loader(getattr(data, name), meta, config, train=train, device=device,
-                               generator=order)
+                return DeviceBatches(
+                    splits[name],
+                    meta,
+                    config,
+                    train=train,
+                    order=order,
+                    augment_seed=derived_seed(spec.seed, epoch, "augment"),
+                )
+            return make_loader(
+                getattr(data, name), meta, config, train=train, device=device, generator=order
+            )
 
         plateau = ReduceLROnPlateau(config.lr, config.lr_factor, config.lr_patience, config.min_lr)
         stopper = EarlyStopping(config.es_patience)
@@ -267,12 +301,19 @@ def run_job(
 
             # ---- validation, callbacks, checkpoint, report
             started = time.perf_counter()
-            val = evaluate(model, val_loader, dev, precision=config.precision, should_stop=should_stop)
+            val = evaluate(
+                model, val_loader, dev, precision=config.precision, should_stop=should_stop
+            )
             sync(dev)
             record = EpochRecord(
-                epoch=epoch, train_loss=trained["loss"], train_acc=trained["accuracy"],
-                val_loss=val.loss, val_acc=val.acc, lr=lr,
-                train_seconds=train_seconds, eval_seconds=time.perf_counter() - started,
+                epoch=epoch,
+                train_loss=trained["loss"],
+                train_acc=trained["accuracy"],
+                val_loss=val.loss,
+                val_acc=val.acc,
+                lr=lr,
+                train_seconds=train_seconds,
+                eval_seconds=time.perf_counter() - started,
             )
             history.append(record)
             # Through the step: a captured CUDA graph reads the lr tensor, not group["lr"].
@@ -281,13 +322,19 @@ def run_job(
                 # A true copy: state_dict() tensors alias the live parameters.
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             if checkpoint_path is not None:
-                save_checkpoint(Path(checkpoint_path), {
-                    "job_key": spec.key(), "epoch": epoch,
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "plateau": plateau.state_dict(), "stopper": stopper.state_dict(),
-                    "best_state": best_state,
-                    "history": [dataclasses.asdict(row) for row in history],
-                })
+                save_checkpoint(
+                    Path(checkpoint_path),
+                    {
+                        "job_key": spec.key(),
+                        "epoch": epoch,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "plateau": plateau.state_dict(),
+                        "stopper": stopper.state_dict(),
+                        "best_state": best_state,
+                        "history": [dataclasses.asdict(row) for row in history],
+                    },
+                )
             if on_epoch is not None:
                 on_epoch(record)
 
@@ -299,8 +346,12 @@ def run_job(
             evaluated_epoch = stopper.best_epoch
         test_loader = batches_of("test")
         test = evaluate(
-            model, test_loader, dev, precision=config.precision,
-            details=models.is_gradattn(spec.model), should_stop=should_stop,
+            model,
+            test_loader,
+            dev,
+            precision=config.precision,
+            details=models.is_gradattn(spec.model),
+            should_stop=should_stop,
         )
         metrics = classification_metrics(test.logits, test.labels, meta.num_classes)
 
@@ -358,6 +409,11 @@ def restore_model(spec: JobSpec, meta: Any, state: dict[str, torch.Tensor]) -> n
 
 
 __all__ = [
-    "EpochRecord", "Evaluation", "JobInterrupted", "JobOutcome", "evaluate", "restore_model",
+    "EpochRecord",
+    "Evaluation",
+    "JobInterrupted",
+    "JobOutcome",
+    "evaluate",
+    "restore_model",
     "run_job",
 ]

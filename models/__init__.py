@@ -61,7 +61,14 @@ MODEL_NAMES: tuple[str, ...] = (
     "cbam_resnet18",
 )
 
-_INT_OVERRIDES = {"d_model", "nhead", "dim_feedforward", "num_layers", "reduction", "spatial_kernel"}
+_INT_OVERRIDES = {
+    "d_model",
+    "nhead",
+    "dim_feedforward",
+    "num_layers",
+    "reduction",
+    "spatial_kernel",
+}
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,9 @@ def _resnet18(in_channels: int, num_classes: int) -> nn.Module:
 
 
 def _se_resnet18(in_channels: int, num_classes: int, *, reduction: int) -> nn.Module:
-    return ResNet(in_channels, num_classes, attention=partial(SqueezeExcitation, reduction=reduction))
+    return ResNet(
+        in_channels, num_classes, attention=partial(SqueezeExcitation, reduction=reduction)
+    )
 
 
 def _cbam_resnet18(

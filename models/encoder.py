@@ -52,7 +52,9 @@ class _PostNormForward:
         is_causal: bool = False,
     ) -> torch.Tensor:
         if src_mask is not None or src_key_padding_mask is not None or is_causal:
-            raise ValueError("GradAttn encoder layers attend over all tokens; masks are not supported")
+            raise ValueError(
+                "GradAttn encoder layers attend over all tokens; masks are not supported"
+            )
         attended, weights = self._self_attention(src, self.keep_attention)
         self.attention_weights = weights
         x = self.norm1(src + self.dropout1(attended))

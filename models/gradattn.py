@@ -1,9 +1,9 @@
 """GradAttn: a skip-free ResNet-18 whose five stage summaries are mixed by a Transformer.
 
-    image -> backbone (ResNet-18 without any shortcut) -> feature maps after the max-pool and
-    after each of the 4 stages -> global average pool -> own Linear(c_i, d_model) per map ->
-    5 tokens [+ learnable PE] -> post-norm Transformer encoder [RoPE inside attention] ->
-    mean over tokens -> Linear(d_model, classes)
+image -> backbone (ResNet-18 without any shortcut) -> feature maps after the max-pool and
+after each of the 4 stages -> global average pool -> own Linear(c_i, d_model) per map ->
+5 tokens [+ learnable PE] -> post-norm Transformer encoder [RoPE inside attention] ->
+mean over tokens -> Linear(d_model, classes)
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ class GradAttn(nn.Module):
         """The (B, 5, d_model) token sequence entering the encoder (learnable PE included)."""
         maps = self.backbone.feature_maps(x)
         tokens = torch.stack(
-            [proj(fmap.mean(dim=(2, 3))) for proj, fmap in zip(self.token_proj, maps, strict=True)], dim=1
+            [proj(fmap.mean(dim=(2, 3))) for proj, fmap in zip(self.token_proj, maps, strict=True)],
+            dim=1,
         )
         if self.pos_embedding is not None:
             tokens = tokens + self.pos_embedding

@@ -88,7 +88,9 @@ class ResNet(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         width = STEM_WIDTH
-        for index, (out_width, blocks) in enumerate(zip(STAGE_WIDTHS, BLOCKS_PER_STAGE, strict=True), 1):
+        for index, (out_width, blocks) in enumerate(
+            zip(STAGE_WIDTHS, BLOCKS_PER_STAGE, strict=True), 1
+        ):
             stride = 1 if index == 1 else 2
             stage = [BasicBlock(width, out_width, stride, skip=skip, attention=attention)]
             stage += [

@@ -21,11 +21,15 @@ from torch import nn
 DEFAULT_ROPE_BASE = 10000.0
 
 
-def rotary_angles(positions: torch.Tensor, head_dim: int, base: float = DEFAULT_ROPE_BASE) -> torch.Tensor:
+def rotary_angles(
+    positions: torch.Tensor, head_dim: int, base: float = DEFAULT_ROPE_BASE
+) -> torch.Tensor:
     """Angles (len(positions), head_dim), each frequency repeated for both halves."""
     if head_dim % 2:
         raise ValueError(f"RoPE needs an even head dimension, got {head_dim}")
-    exponents = torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim
+    exponents = (
+        torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim
+    )
     inv_freq = base ** (-exponents)
     angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]
     return torch.cat([angles, angles], dim=-1)

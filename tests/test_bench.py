@@ -10,10 +10,35 @@ import pytest
 from harness.cli import main
 
 SMOKE = [
-    "bench", "--device", "cpu", "--model", "resnet18", "--dataset-shape", "fashionmnist",
-    "--steps", "2", "--warmup", "1", "--batch-size", "2", "--slots", "2", "--threads", "1",
-    "--grid", "paper", "--grid-models", "resnet18", "--grid-datasets", "cifar10",
-    "--data-size", "16", "--epochs", "3", "--seeds", "2",
+    "bench",
+    "--device",
+    "cpu",
+    "--model",
+    "resnet18",
+    "--dataset-shape",
+    "fashionmnist",
+    "--steps",
+    "2",
+    "--warmup",
+    "1",
+    "--batch-size",
+    "2",
+    "--slots",
+    "2",
+    "--threads",
+    "1",
+    "--grid",
+    "paper",
+    "--grid-models",
+    "resnet18",
+    "--grid-datasets",
+    "cifar10",
+    "--data-size",
+    "16",
+    "--epochs",
+    "3",
+    "--seeds",
+    "2",
 ]
 TIMING_FIELDS = {"steps", "seconds", "steps_per_s", "ms_per_step", "images_per_s"}
 
@@ -40,8 +65,10 @@ def test_cpu_smoke_run_writes_the_documented_json(tmp_path, capsys):
         assert set(timing) >= TIMING_FIELDS and timing["steps"] == 2
         assert timing["steps_per_s"] > 0
         assert math.isclose(timing["images_per_s"], 2 * timing["steps_per_s"])
-    assert math.isclose(report["speedup"],
-                        report["pipelines"]["ours"]["steps_per_s"] / report["pipelines"]["authors"]["steps_per_s"])
+    assert math.isclose(
+        report["speedup"],
+        report["pipelines"]["ours"]["steps_per_s"] / report["pipelines"]["authors"]["steps_per_s"],
+    )
 
     runs = report["packing"]["runs"]
     # Two jobs only (no single-job run to compare with): keeps the smoke run short.

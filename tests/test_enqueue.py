@@ -187,3 +187,30 @@ def test_job_count_matches_database(capsys, sqlite_url):
     _enqueue(capsys, "--grid", "demo", "--db", sqlite_url)
     with Session(make_engine(sqlite_url)) as session:
         assert session.scalar(select(func.count()).select_from(Job)) == 18
+
+
+def test_vary_split_makes_the_split_seed_follow_the_run_seed(capsys, sqlite_url):
+    base = ["--grid", "paper", "--models", "resnet18", "--datasets", "svhn", "--db", sqlite_url]
+    code, out, _ = _enqueue(capsys, *base, "--seeds", "3", "--vary-split")
+    assert code == 0 and "3 new" in out and "split seed = run seed" in out
+    jobs = _jobs(sqlite_url)
+    assert [(j.seed, j.split_seed) for j in jobs] == [(42, 42), (43, 43), (44, 44)]
+    code, out, _ = _enqueue(capsys, *base, "--seeds", "3")  # fixed split: 42 is already there
+    assert "2 new, 1 already" in out
+    with pytest.raises(SystemExit) as exited:  # argparse's mutually exclusive group
+        _enqueue(capsys, *base, "--vary-split", "--split-seed", "7")
+    assert exited.value.code == 2 and "not allowed with" in capsys.readouterr().err
+
+
+def test_vary_split_in_a_grid_file(capsys, sqlite_url, tmp_path):
+    grid = tmp_path / "g.yaml"
+    grid.write_text(
+        "name: v\nmodels: [resnet18]\ndatasets: [svhn]\nseeds: [1, 2]\nvary_split: true\n"
+    )
+    _enqueue(capsys, "--grid", str(grid), "--db", sqlite_url)
+    assert [(j.seed, j.split_seed) for j in _jobs(sqlite_url)] == [(1, 1), (2, 2)]
+    grid.write_text(
+        "name: v\nmodels: [resnet18]\ndatasets: [svhn]\nseeds: [1]\nvary_split: yes please\n"
+    )
+    code, _, err = _enqueue(capsys, "--grid", str(grid), "--db", sqlite_url)
+    assert code == 2 and "'vary_split' must be true or false" in err

@@ -18,9 +18,15 @@ def small_net(channels: int = 3, classes: int = 5) -> nn.Module:
     # No conv bias before BN (as in ResNet): its true gradient is 0, and Adam would amplify
     # the rounding noise of a different memory layout into a visible difference.
     return nn.Sequential(
-        nn.Conv2d(channels, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, classes),
+        nn.Conv2d(channels, 8, 3, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, classes),
     )
 
 
@@ -28,7 +34,10 @@ def batches(device: str = "cpu") -> list[tuple[torch.Tensor, torch.Tensor]]:
     gen = torch.Generator().manual_seed(1)
     sizes = (8, 8, 3)  # two full batches and a partial last one
     return [
-        (torch.randn(n, 3, 12, 12, generator=gen).to(device), torch.randint(0, 5, (n,), generator=gen).to(device))
+        (
+            torch.randn(n, 3, 12, 12, generator=gen).to(device),
+            torch.randint(0, 5, (n,), generator=gen).to(device),
+        )
         for n in sizes
     ]
 
@@ -107,10 +116,20 @@ def test_bad_settings_are_refused_with_the_fix():
 def test_cuda_graph_step_matches_eager_on_the_gpu():
     data = batches("cuda")
     eager_model, graph_model = small_net().cuda(), small_net().cuda()
-    eager = FastStep(eager_model, make_adam(eager_model, 1e-2, 1e-4, "cuda"), "cuda",
-                     precision="fp32", cuda_graph=False)
-    graphed = FastStep(graph_model, make_adam(graph_model, 1e-2, 1e-4, "cuda"), "cuda",
-                       precision="fp32", cuda_graph=True)
+    eager = FastStep(
+        eager_model,
+        make_adam(eager_model, 1e-2, 1e-4, "cuda"),
+        "cuda",
+        precision="fp32",
+        cuda_graph=False,
+    )
+    graphed = FastStep(
+        graph_model,
+        make_adam(graph_model, 1e-2, 1e-4, "cuda"),
+        "cuda",
+        precision="fp32",
+        cuda_graph=True,
+    )
     for _epoch in range(2):  # the second epoch replays both captured graphs
         for inputs, labels in data:
             eager.step(inputs, labels)

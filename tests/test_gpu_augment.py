@@ -47,7 +47,9 @@ def test_hflip_is_exact_and_follows_the_flag():
     out = aug.apply(images, params)
     assert 0 < int(params["0.flip"].sum()) < 16
     for i in range(16):
-        expected = TF.horizontal_flip(as_float(images[i])) if params["0.flip"][i] else as_float(images[i])
+        expected = (
+            TF.horizontal_flip(as_float(images[i])) if params["0.flip"][i] else as_float(images[i])
+        )
         assert torch.equal(out[i], expected)
 
 
@@ -79,8 +81,14 @@ def test_fused_flip_rotate_translate_matches_sequential_torchvision():
             x = TF.horizontal_flip(x)
         x = TF.rotate(x, float(params["1.angle"][i]), interpolation=TF.InterpolationMode.BILINEAR)
         shift = [int(params["2.tx"][i]), int(params["2.ty"][i])]
-        x = TF.affine(x, angle=0.0, translate=shift, scale=1.0, shear=[0.0, 0.0],
-                      interpolation=TF.InterpolationMode.BILINEAR)
+        x = TF.affine(
+            x,
+            angle=0.0,
+            translate=shift,
+            scale=1.0,
+            shear=[0.0, 0.0],
+            interpolation=TF.InterpolationMode.BILINEAR,
+        )
         # One resampling instead of two: differs by interpolation blur only, inside the image.
         inner = (slice(None), slice(6, 22), slice(6, 22))
         assert (out[i][inner] - x[inner]).abs().max() < 0.06
@@ -125,7 +133,9 @@ def test_colour_jitter_matches_adjust_functions(name):
 
 def test_colour_jitter_order_is_per_sample_and_matches_torchvision():
     images = smooth_images(16)
-    spec = [{"op": "color_jitter", "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.1}]
+    spec = [
+        {"op": "color_jitter", "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.1}
+    ]
     aug = BatchAugment(spec, *IDENTITY3)
     params = aug.sample_params(16, generator(6))
     orders = {tuple(row) for row in params["0.order"].tolist()}
@@ -176,8 +186,11 @@ def test_parameter_distributions():
 
 
 def test_determinism_given_the_generator():
-    spec = [{"op": "hflip", "p": 0.5}, {"op": "rotate", "degrees": 10},
-            {"op": "color_jitter", "brightness": 0.1, "contrast": 0.1}]
+    spec = [
+        {"op": "hflip", "p": 0.5},
+        {"op": "rotate", "degrees": 10},
+        {"op": "color_jitter", "brightness": 0.1, "contrast": 0.1},
+    ]
     aug = BatchAugment(spec, *IDENTITY3, image_size=32)
     images = smooth_images(8)
     first, second = aug(images, generator(9)), aug(images, generator(9))
@@ -193,7 +206,12 @@ def test_bad_spec_names_the_valid_ops():
 
 
 def test_device_split_batches_cover_the_split_once():
-    images = torch.arange(10 * 28 * 28, dtype=torch.int64).remainder(256).to(torch.uint8).view(10, 28, 28)
+    images = (
+        torch.arange(10 * 28 * 28, dtype=torch.int64)
+        .remainder(256)
+        .to(torch.uint8)
+        .view(10, 28, 28)
+    )
     labels = torch.arange(10)
     split = DeviceSplit.from_arrays(images.numpy(), labels.numpy())
     assert split.image_shape == (1, 28, 28)
@@ -235,7 +253,9 @@ def test_device_split_from_a_lazy_dataset_split():
 @pytest.mark.parametrize("name", sorted(SHAPES))
 def test_every_dataset_shape_runs_through_both_pipelines(name):
     shape = SHAPES[name]
-    aug = BatchAugment(list(shape.train_augment()), shape.mean, shape.std, shape.resize, shape.stored_size)
+    aug = BatchAugment(
+        list(shape.train_augment()), shape.mean, shape.std, shape.resize, shape.stored_size
+    )
     images = smooth_images(2, channels=shape.channels, size=shape.stored_size[0])
     out = aug(images, generator())
     assert out.shape == (2, shape.channels, *shape.image_size) and out.dtype == torch.float32
@@ -248,7 +268,9 @@ def test_host_storage_streams_the_same_batches():
     labels = torch.arange(20)
     on_device = DeviceSplit(images, labels, storage="device")
     on_host = DeviceSplit(images, labels, storage="host", chunk_batches=2)
-    for (a, la), (b, lb) in zip(on_device.epoch(3, generator(1)), on_host.epoch(3, generator(1)), strict=True):
+    for (a, la), (b, lb) in zip(
+        on_device.epoch(3, generator(1)), on_host.epoch(3, generator(1)), strict=True
+    ):
         assert torch.equal(a, b) and torch.equal(la, lb)
 
 
@@ -281,7 +303,11 @@ def test_pickled_split_shares_its_storage():
 def test_rotation_keeps_angles_in_degrees():
     aug = BatchAugment([{"op": "rotate", "degrees": [-30, 5]}], *IDENTITY3, image_size=8)
     angle = aug.sample_params(1000, generator(11))["0.angle"]
-    assert angle.min() >= -30 and angle.max() <= 5 and math.isclose(float(angle.mean()), -12.5, abs_tol=1.5)
+    assert (
+        angle.min() >= -30
+        and angle.max() <= 5
+        and math.isclose(float(angle.mean()), -12.5, abs_tol=1.5)
+    )
 
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -289,9 +315,12 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 
 @CUDA
 def test_cuda_augmentation_equals_the_cpu_on_the_same_parameters():
-    spec = [{"op": "hflip", "p": 0.5}, {"op": "rotate", "degrees": 10},
-            {"op": "color_jitter", "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.1},
-            {"op": "resized_crop", "size": 32, "scale": [0.8, 1.0]}]
+    spec = [
+        {"op": "hflip", "p": 0.5},
+        {"op": "rotate", "degrees": 10},
+        {"op": "color_jitter", "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.1},
+        {"op": "resized_crop", "size": 32, "scale": [0.8, 1.0]},
+    ]
     aug = BatchAugment(spec, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225], image_size=32)
     images = smooth_images(16)
     params = aug.sample_params(16, generator(12))

@@ -46,8 +46,14 @@ def test_output_mode_layers_order_and_silent() -> None:
     rows = measure_gradients(TinyNet(), _batches(4), max_batches=3)
     out = [row for row in rows if row["mode"] == "output"]
     assert [r["layer"] for r in out] == [
-        "conv", "embed", "encoder", "encoder.self_attn.out_proj",
-        "encoder.linear1", "encoder.linear2", "unused", "head",
+        "conv",
+        "embed",
+        "encoder",
+        "encoder.self_attn.out_proj",
+        "encoder.linear1",
+        "encoder.linear2",
+        "unused",
+        "head",
     ]
     assert [r["layer_index"] for r in out] == list(range(8))
     by_name = _rows(rows, "output")

@@ -142,7 +142,10 @@ def test_five_tokens_come_from_maxpool_and_the_four_stages(name: str) -> None:
     model = fresh(name).eval()
     backbone = model.backbone
     captured: dict[str, torch.Tensor] = {}
-    points = {"maxpool": backbone.maxpool, **{f"layer{i}": backbone.stages[i - 1] for i in range(1, 5)}}
+    points = {
+        "maxpool": backbone.maxpool,
+        **{f"layer{i}": backbone.stages[i - 1] for i in range(1, 5)},
+    }
     handles = [
         module.register_forward_hook(lambda m, i, o, key=key: captured.__setitem__(key, o))
         for key, module in points.items()
@@ -153,7 +156,10 @@ def test_five_tokens_come_from_maxpool_and_the_four_stages(name: str) -> None:
         handle.remove()
     assert [captured[k].shape[1] for k in points] == [64, 64, 128, 256, 512]
     expected = torch.stack(
-        [proj(captured[k].mean(dim=(2, 3))) for proj, k in zip(model.token_proj, points, strict=True)],
+        [
+            proj(captured[k].mean(dim=(2, 3)))
+            for proj, k in zip(model.token_proj, points, strict=True)
+        ],
         dim=1,
     )
     if model.pos_embedding is not None:
@@ -227,7 +233,9 @@ def test_different_seeds_give_different_initial_weights() -> None:
         torch.manual_seed(1)
         other = build_model(name, 3, 10).state_dict()
         cached = _cached(name, 3, 10).state_dict()
-        changed = [k for k in cached if k.endswith("weight") and not torch.equal(other[k], cached[k])]
+        changed = [
+            k for k in cached if k.endswith("weight") and not torch.equal(other[k], cached[k])
+        ]
         first_conv = "backbone.conv1.weight" if is_gradattn(name) else "conv1.weight"
         assert first_conv in changed and any(k.startswith(("fc", "classifier")) for k in changed)
 
@@ -242,7 +250,9 @@ def test_unknown_model_name_lists_the_valid_names() -> None:
 
 
 def test_inapplicable_or_unknown_override_names_the_valid_ones() -> None:
-    with pytest.raises(ValueError, match=r"resnet18 does not take override\(s\) d_model; valid overrides: none"):
+    with pytest.raises(
+        ValueError, match=r"resnet18 does not take override\(s\) d_model; valid overrides: none"
+    ):
         build_model("resnet18", 3, 10, d_model=32)
     with pytest.raises(ValueError, match="valid overrides: d_model, nhead, dim_feedforward"):
         build_model("gradattn_nope", 3, 10, heads=4)
@@ -285,14 +295,23 @@ def test_overrides_change_the_transformer() -> None:
 
 def test_registry_helpers() -> None:
     assert MODEL_NAMES == (
-        "resnet18", "gradattn_nope", "gradattn_learnable", "gradattn_rope", "se_resnet18", "cbam_resnet18"
+        "resnet18",
+        "gradattn_nope",
+        "gradattn_learnable",
+        "gradattn_rope",
+        "se_resnet18",
+        "cbam_resnet18",
     )
     assert [is_gradattn(n) for n in MODEL_NAMES] == [False, True, True, True, False, False]
     for name in MODEL_NAMES:
         text = describe(name)
         assert text and "\n" not in text
     assert default_overrides("gradattn_nope") == {
-        "d_model": 256, "nhead": 8, "dim_feedforward": 512, "num_layers": 3, "dropout": 0.1
+        "d_model": 256,
+        "nhead": 8,
+        "dim_feedforward": 512,
+        "num_layers": 3,
+        "dropout": 0.1,
     }
 
 
@@ -318,6 +337,9 @@ def test_harness_models_defaults_and_bad_input(capsys) -> None:
     assert (args.in_channels, args.num_classes) == (3, 10)
     assert main(["models", "--num-classes", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err == "harness: error: --num-classes must be a positive integer, got 0 (e.g. --num-classes 10)"
+    assert (
+        err
+        == "harness: error: --num-classes must be a positive integer, got 0 (e.g. --num-classes 10)"
+    )
     assert main(["models", "--in-channels", "-1"]) == 2
     assert "--in-channels must be a positive integer" in capsys.readouterr().err

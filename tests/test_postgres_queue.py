@@ -26,12 +26,6 @@ def db_url(request) -> str:
     return request.getfixturevalue("postgres_url")
 
 
-
-
-
-
-
-
 def _outcome(top1: float) -> SimpleNamespace:
     """What harness.train.run_job hands to recording.complete, with two epochs and one layer."""
     epochs = [

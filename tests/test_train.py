@@ -62,9 +62,16 @@ def _recorded_run(seed: int, path: Path, **extra: object) -> dict:
         # The checkpoint of this epoch is on disk before the worker hears of it.
         checkpoint_epochs.append(torch.load(path, weights_only=True)["epoch"])
 
-    outcome = run_job(_spec(seed, **extra), data_root=NO_DATA, checkpoint_path=path, on_epoch=on_epoch)
-    return {"seed": seed, "outcome": outcome, "checkpoint": path,
-            "reported": reported, "checkpoint_epochs": checkpoint_epochs}
+    outcome = run_job(
+        _spec(seed, **extra), data_root=NO_DATA, checkpoint_path=path, on_epoch=on_epoch
+    )
+    return {
+        "seed": seed,
+        "outcome": outcome,
+        "checkpoint": path,
+        "reported": reported,
+        "checkpoint_epochs": checkpoint_epochs,
+    }
 
 
 def _first_early_stop(seeds: tuple[int, ...], tmp: Path, tag: str, **extra: object) -> dict:
@@ -85,8 +92,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     done: list[int] = []
     with pytest.raises(JobInterrupted):
         run_job(
-            _spec(a["seed"]), data_root=NO_DATA, checkpoint_path=tmp / "b.pt",
-            on_epoch=lambda r: done.append(r.epoch), should_stop=lambda: bool(done),
+            _spec(a["seed"]),
+            data_root=NO_DATA,
+            checkpoint_path=tmp / "b.pt",
+            on_epoch=lambda r: done.append(r.epoch),
+            should_stop=lambda: bool(done),
         )
     b_before_resume = torch.load(tmp / "b.pt", weights_only=True)
     b = run_job(_spec(a["seed"]), data_root=NO_DATA, checkpoint_path=tmp / "b.pt")
@@ -157,7 +167,9 @@ def test_resume_equals_an_uninterrupted_run(runs: dict) -> None:
     assert b.metrics == a.metrics  # bitwise on the CPU
     assert _without_times(b.epochs) == _without_times(a.epochs)
     assert (b.best_epoch, b.epochs_run, b.evaluated_epoch) == (
-        a.best_epoch, a.epochs_run, a.evaluated_epoch
+        a.best_epoch,
+        a.epochs_run,
+        a.evaluated_epoch,
     )
     assert b.gradient_layers == a.gradient_layers
     assert b.extra["attention_by_token"] == a.extra["attention_by_token"]

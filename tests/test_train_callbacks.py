@@ -76,8 +76,7 @@ def test_state_dict_round_trip_continues_identically() -> None:
     resumed_plateau.load_state_dict(plateau.state_dict())
     resumed_stopper.load_state_dict(stopper.state_dict())
     rest = [
-        (resumed_plateau.step(v), resumed_stopper.step(e, v))
-        for e, v in enumerate(values[6:], 7)
+        (resumed_plateau.step(v), resumed_stopper.step(e, v)) for e, v in enumerate(values[6:], 7)
     ]
     assert first + rest == straight
     assert resumed_stopper.stopped and resumed_stopper.best_epoch == 5

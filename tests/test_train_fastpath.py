@@ -78,7 +78,8 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict:
                 for seed in SEEDS:
                     before = len(fast_steps)
                     runs[pipeline, seed] = run_job(
-                        _spec(seed, pipeline), data_root=NO_DATA,
+                        _spec(seed, pipeline),
+                        data_root=NO_DATA,
                         checkpoint_path=tmp / f"{pipeline}{seed}.pt",
                     )
                     runs["fast steps", pipeline, seed] = len(fast_steps) - before
@@ -86,10 +87,16 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict:
         path = tmp / "resumed.pt"
         finished: list[int] = []
         with pytest.raises(JobInterrupted):
-            run_job(_spec(SEEDS[0], "device"), data_root=NO_DATA, checkpoint_path=path,
-                    on_epoch=lambda record: finished.append(record.epoch),
-                    should_stop=lambda: len(finished) >= 1)
-        runs["resumed"] = run_job(_spec(SEEDS[0], "device"), data_root=NO_DATA, checkpoint_path=path)
+            run_job(
+                _spec(SEEDS[0], "device"),
+                data_root=NO_DATA,
+                checkpoint_path=path,
+                on_epoch=lambda record: finished.append(record.epoch),
+                should_stop=lambda: len(finished) >= 1,
+            )
+        runs["resumed"] = run_job(
+            _spec(SEEDS[0], "device"), data_root=NO_DATA, checkpoint_path=path
+        )
     finally:
         torch.set_num_threads(threads)
     return runs
@@ -100,17 +107,36 @@ def test_both_pipelines_serve_the_same_batches() -> None:
     data = load_data(spec, NO_DATA)
     config: TrainConfig = spec.config
     train_split, val_split, _test = device_splits(data, torch.device("cpu"))
-    for split, device_split, train in ((data.val, val_split, False), (data.train, train_split, True)):
-        device = DeviceBatches(device_split, data.meta, config, train=train,
-                               order=torch.Generator().manual_seed(7) if train else None)
-        loader = make_loader(split, data.meta, config, train=train, device="cpu",
-                             generator=torch.Generator().manual_seed(7) if train else None)
+    for split, device_split, train in (
+        (data.val, val_split, False),
+        (data.train, train_split, True),
+    ):
+        device = DeviceBatches(
+            device_split,
+            data.meta,
+            config,
+            train=train,
+            order=torch.Generator().manual_seed(7) if train else None,
+        )
+        loader = make_loader(
+            split,
+            data.meta,
+            config,
+            train=train,
+            device="cpu",
+            generator=torch.Generator().manual_seed(7) if train else None,
+        )
         assert len(device) == len(loader) == -(-len(split) // config.batch_size)
         for (images, labels), (want_images, want_labels) in zip(device, loader, strict=True):
             assert torch.equal(images, want_images) and torch.equal(labels, want_labels)
     # The training order really is shuffled (and by the generator).
-    first = next(iter(DeviceBatches(train_split, data.meta, config, train=True,
-                                    order=torch.Generator().manual_seed(7))))[1]
+    first = next(
+        iter(
+            DeviceBatches(
+                train_split, data.meta, config, train=True, order=torch.Generator().manual_seed(7)
+            )
+        )
+    )[1]
     assert not torch.equal(first, torch.as_tensor(data.train.labels[: len(first)]))
 
 
@@ -131,7 +157,11 @@ def test_outcomes_agree_within_seed_noise(outcomes: dict) -> None:
         assert (device.best_epoch, device.epochs_run) == (loader.best_epoch, loader.epochs_run)
         for mine, theirs in zip(device.epochs, loader.epochs, strict=True):
             assert (mine.val_loss, mine.val_acc, mine.train_acc, mine.lr) == (
-                theirs.val_loss, theirs.val_acc, theirs.train_acc, theirs.lr)
+                theirs.val_loss,
+                theirs.val_acc,
+                theirs.train_acc,
+                theirs.lr,
+            )
             assert mine.train_loss == pytest.approx(theirs.train_loss, rel=1e-6)
 
 
@@ -156,7 +186,8 @@ def test_resume_is_exact_with_the_device_pipeline(outcomes: dict) -> None:
 
 def test_unknown_pipeline_is_a_clear_error() -> None:
     spec = _spec(0, "loader")
-    bad = JobSpec(spec.model, spec.dataset, 0, 42, "paper",
-                  dataclasses.replace(spec.config, pipeline="gpu"))
+    bad = JobSpec(
+        spec.model, spec.dataset, 0, 42, "paper", dataclasses.replace(spec.config, pipeline="gpu")
+    )
     with pytest.raises(HarnessError, match="unknown pipeline 'gpu'; valid: loader, device"):
         run_job(bad, data_root=NO_DATA)

@@ -23,14 +23,22 @@ from harness.db import Job, Result, make_engine
 from harness.worker import Worker, WorkerOptions
 
 TINY = {
-    "max_epochs": 1, "max_train_batches": 1, "batch_size": 32, "grad_batches": 1,
-    "model.d_model": 16, "model.nhead": 2, "model.dim_feedforward": 16, "model.num_layers": 1,
+    "max_epochs": 1,
+    "max_train_batches": 1,
+    "batch_size": 32,
+    "grad_batches": 1,
+    "model.d_model": 16,
+    "model.nhead": 2,
+    "model.dim_feedforward": 16,
+    "model.num_layers": 1,
 }
 
 
 def _enqueue(engine, seeds: tuple[int, ...]) -> None:
     config = resolve_config("paper", "digits", "gradattn_nope", TINY)
-    queue.enqueue(engine, [JobSpec("gradattn_nope", "digits", s, 42, "paper", config) for s in seeds], "t")
+    queue.enqueue(
+        engine, [JobSpec("gradattn_nope", "digits", s, 42, "paper", config) for s in seeds], "t"
+    )
 
 
 def _error(capsys, *argv: str) -> str:
@@ -79,7 +87,9 @@ def test_one_child_per_gpu_and_slot(sqlite_url):
         ["worker", "--gpus", "0,2", "--slots", "2", "--db", sqlite_url, "--until-empty"]
     )
     argvs = gpu_child_argvs(args, [0, 2])
-    devices = [(argv[argv.index("--device") + 1], argv[argv.index("--slot-index") + 1]) for argv in argvs]
+    devices = [
+        (argv[argv.index("--device") + 1], argv[argv.index("--slot-index") + 1]) for argv in argvs
+    ]
     assert devices == [("cuda:0", "0"), ("cuda:0", "1"), ("cuda:2", "0"), ("cuda:2", "1")]
     for argv in argvs:
         assert argv[0] == "worker" and "--gpus" not in argv and "--until-empty" in argv
@@ -87,15 +97,25 @@ def test_one_child_per_gpu_and_slot(sqlite_url):
         # the URL goes to the children through HARNESS_DB: `ps` must not show a password
         assert "--db" not in argv and sqlite_url not in argv
         assert "--exclusive" not in argv
-    exclusive = build_parser().parse_args(["worker", "--gpus", "1", "--exclusive", "--db", sqlite_url])
+    exclusive = build_parser().parse_args(
+        ["worker", "--gpus", "1", "--exclusive", "--db", sqlite_url]
+    )
     assert all("--exclusive" in argv for argv in gpu_child_argvs(exclusive, [1]))
 
 
 def _worker(engine, tmp_path: Path, **options) -> Worker:
-    return Worker(engine, WorkerOptions(
-        device="cpu", data_root=Path("/nonexistent-data-root"), checkpoints=tmp_path / "ckpt",
-        poll_seconds=0.01, exclusive=True, progress=False, **options,
-    ))
+    return Worker(
+        engine,
+        WorkerOptions(
+            device="cpu",
+            data_root=Path("/nonexistent-data-root"),
+            checkpoints=tmp_path / "ckpt",
+            poll_seconds=0.01,
+            exclusive=True,
+            progress=False,
+            **options,
+        ),
+    )
 
 
 def test_exclusive_worker_waits_for_the_device(sqlite_url, tmp_path):
@@ -111,18 +131,32 @@ def test_exclusive_worker_waits_for_the_device(sqlite_url, tmp_path):
     with engine.connect() as conn:
         assert conn.execute(select(Job.status).where(Job.id != other.id)).scalar_one() == "queued"
     # A job on another host or device, or under a dead lease, does not make the device busy.
-    for change in ({"worker_id": "elsewhere:1:0"}, {"device": "cuda:1"},
-                   {"lease_expires_at": queue.db_now(engine, -5)}):
+    for change in (
+        {"worker_id": "elsewhere:1:0"},
+        {"device": "cuda:1"},
+        {"lease_expires_at": queue.db_now(engine, -5)},
+    ):
         with engine.begin() as conn:
-            conn.execute(update(Job).where(Job.id == other.id).values(
-                worker_id=f"{host}:999:0", device="cpu", lease_expires_at=queue.db_now(conn, 300),
-            ))
+            conn.execute(
+                update(Job)
+                .where(Job.id == other.id)
+                .values(
+                    worker_id=f"{host}:999:0",
+                    device="cpu",
+                    lease_expires_at=queue.db_now(conn, 300),
+                )
+            )
             conn.execute(update(Job).where(Job.id == other.id).values(**change))
         assert not exclusive.device_busy(), change
     # Restore the busy state; a plain worker still claims beside it (exclusivity is opt-in).
     with engine.begin() as conn:
-        conn.execute(update(Job).where(Job.id == other.id).values(
-            worker_id=f"{host}:999:0", device="cpu", lease_expires_at=queue.db_now(conn, 300)))
+        conn.execute(
+            update(Job)
+            .where(Job.id == other.id)
+            .values(
+                worker_id=f"{host}:999:0", device="cpu", lease_expires_at=queue.db_now(conn, 300)
+            )
+        )
     job, busy = plain.claim_next()
     assert job is not None and not busy
     queue.release(engine, job.lease)

@@ -91,7 +91,9 @@ class BatchAugment:
         interpolation: str = "nearest",
     ) -> None:
         if interpolation not in INTERPOLATIONS:
-            raise ValueError(f"unknown interpolation {interpolation!r}; valid: {', '.join(INTERPOLATIONS)}")
+            raise ValueError(
+                f"unknown interpolation {interpolation!r}; valid: {', '.join(INTERPOLATIONS)}"
+            )
         self.spec = [dict(op) for op in spec]
         self.mean = [float(m) for m in mean]
         self.std = [float(s) for s in std]
@@ -104,8 +106,12 @@ class BatchAugment:
         for number, op in enumerate(self.spec):
             name = op.get("op")
             if name not in VALID_OPS:
-                raise ValueError(f"augmentation op #{number} {name!r} is unknown; valid: {', '.join(VALID_OPS)}")
-            needs_size = name in ("pad_crop", "resized_crop") or (name == "affine" and op.get("translate"))
+                raise ValueError(
+                    f"augmentation op #{number} {name!r} is unknown; valid: {', '.join(VALID_OPS)}"
+                )
+            needs_size = name in ("pad_crop", "resized_crop") or (
+                name == "affine" and op.get("translate")
+            )
             if needs_size and size is None:
                 raise ValueError(f"op {name!r} needs the image size: pass resize= or image_size=")
             self.input_sizes.append(size)
@@ -141,7 +147,9 @@ class BatchAugment:
             return (-float(degrees), float(degrees))
         return _pair(degrees)
 
-    def _sample_affine(self, params: Params, key: str, op: dict, n: int, gen: torch.Generator, size) -> None:
+    def _sample_affine(
+        self, params: Params, key: str, op: dict, n: int, gen: torch.Generator, size
+    ) -> None:
         low, high = self._degree_range(op.get("degrees", 0))
         params[key + "angle"] = _uniform(n, low, high, gen)
         translate = op.get("translate")
@@ -151,7 +159,9 @@ class BatchAugment:
             params[key + "tx"] = torch.round(_uniform(n, -max_dx, max_dx, gen))
             params[key + "ty"] = torch.round(_uniform(n, -max_dy, max_dy, gen))
 
-    def _sample_pad_crop(self, params: Params, key: str, op: dict, n: int, gen: torch.Generator, size) -> None:
+    def _sample_pad_crop(
+        self, params: Params, key: str, op: dict, n: int, gen: torch.Generator, size
+    ) -> None:
         padding = int(op.get("padding", 0))
         out_h, out_w = parse_size(op["size"])
         free_h, free_w = size[0] + 2 * padding - out_h, size[1] + 2 * padding - out_w
@@ -160,7 +170,9 @@ class BatchAugment:
         params[key + "top"] = torch.randint(0, free_h + 1, (n,), generator=gen, device=gen.device)
         params[key + "left"] = torch.randint(0, free_w + 1, (n,), generator=gen, device=gen.device)
 
-    def _sample_jitter(self, params: Params, key: str, op: dict, n: int, gen: torch.Generator) -> None:
+    def _sample_jitter(
+        self, params: Params, key: str, op: dict, n: int, gen: torch.Generator
+    ) -> None:
         enabled = []
         for name in COLOR_OPS:
             amount = op.get(name, 0) or 0
@@ -170,7 +182,9 @@ class BatchAugment:
             if name == "hue":
                 params[key + name] = _uniform(n, -float(amount), float(amount), gen)
             else:
-                params[key + name] = _uniform(n, max(0.0, 1 - float(amount)), 1 + float(amount), gen)
+                params[key + name] = _uniform(
+                    n, max(0.0, 1 - float(amount)), 1 + float(amount), gen
+                )
         if enabled:
             # ColorJitter applies its ops in a random order; a uniform permutation of the
             # enabled ops has the same distribution as torchvision's permutation of all four.
@@ -216,7 +230,9 @@ class BatchAugment:
         """uint8 (N, C, H, W) images -> augmented, normalised float32 images on their device."""
         x = images.float().div_(255.0)
         if self.resize is not None and tuple(x.shape[-2:]) != self.resize:
-            x = F.interpolate(x, size=self.resize, mode="bilinear", align_corners=False, antialias=True)
+            x = F.interpolate(
+                x, size=self.resize, mode="bilinear", align_corners=False, antialias=True
+            )
         params = {k: v.to(x.device) for k, v in params.items()}
         pending: list[torch.Tensor] = []  # inverse matrices of consecutive geometric ops
         only_flips = True
@@ -251,7 +267,9 @@ class BatchAugment:
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return self.apply(images, self.sample_params(len(images), generator))
 
-    def _inverse_matrix(self, name: str, key: str, params: Params, n: int) -> tuple[torch.Tensor, bool]:
+    def _inverse_matrix(
+        self, name: str, key: str, params: Params, n: int
+    ) -> tuple[torch.Tensor, bool]:
         if name == "hflip":
             sign = 1.0 - 2.0 * params[key + "flip"].float()
             matrix = torch.eye(3, device=sign.device).repeat(n, 1, 1)
@@ -266,7 +284,9 @@ class BatchAugment:
             matrix = matrix @ _inverse_translation(params[key + "tx"], params[key + "ty"])
         return matrix, False
 
-    def _resample(self, x: torch.Tensor, pending: list[torch.Tensor], only_flips: bool, params) -> torch.Tensor:
+    def _resample(
+        self, x: torch.Tensor, pending: list[torch.Tensor], only_flips: bool, params
+    ) -> torch.Tensor:
         if not pending:
             return x
         total = pending[0]
@@ -285,7 +305,9 @@ class BatchAugment:
         theta[:, 0, 2] *= 2 / width
         theta[:, 1, 2] *= 2 / height
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid, mode=self.interpolation, padding_mode="zeros", align_corners=False)
+        return F.grid_sample(
+            x, grid, mode=self.interpolation, padding_mode="zeros", align_corners=False
+        )
 
     @staticmethod
     def _pad_crop(x: torch.Tensor, op: dict, top: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
@@ -293,7 +315,9 @@ class BatchAugment:
         out_h, out_w = parse_size(op["size"])
         padded = F.pad(x, (padding, padding, padding, padding)) if padding else x
         rows = (top.long().view(-1, 1) + torch.arange(out_h, device=x.device)).view(-1, 1, out_h, 1)
-        cols = (left.long().view(-1, 1) + torch.arange(out_w, device=x.device)).view(-1, 1, 1, out_w)
+        cols = (left.long().view(-1, 1) + torch.arange(out_w, device=x.device)).view(
+            -1, 1, 1, out_w
+        )
         rows = rows.expand(-1, x.shape[1], out_h, padded.shape[-1])
         picked_rows = padded.gather(2, rows)
         return picked_rows.gather(3, cols.expand(-1, x.shape[1], out_h, out_w))

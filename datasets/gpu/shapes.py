@@ -26,7 +26,9 @@ class DataShape:
     val_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    augment_source: str | None  # "module:ATTRIBUTE" holding the Table 2 spec; None = no augmentation
+    augment_source: (
+        str | None
+    )  # "module:ATTRIBUTE" holding the Table 2 spec; None = no augmentation
     batch_size: int = 128  # Table 1 (PAD-UFES-20: 64)
 
     def train_augment(self) -> tuple[dict[str, Any], ...]:
@@ -51,19 +53,77 @@ SHAPES: dict[str, DataShape] = {
     shape.name: shape
     for shape in (
         DataShape("tinyimagenet", 3, (64, 64), None, 200, 77_000, 16_500, *IMAGENET, None),
-        DataShape("svhn", 3, (32, 32), None, 10, 69_502, 14_893,
-                  (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), None),
-        DataShape("cifar10", 3, (32, 32), None, 10, 42_000, 9_000,
-                  (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), "datasets.cifar10:TRAIN_AUGMENT"),
-        DataShape("fashionmnist", 1, (28, 28), None, 10, 49_000, 10_500, (0.2860,), (0.3530,),
-                  "datasets.fashionmnist:TRAIN_AUGMENT"),
-        DataShape("tissuemnist", 3, (28, 28), (64, 64), 8, 165_466, 23_640, *IMAGENET,
-                  "datasets.medmnist_sets:TRAIN_AUGMENT"),
-        DataShape("bloodmnist", 3, (28, 28), (64, 64), 8, 11_959, 1_712, *IMAGENET,
-                  "datasets.medmnist_sets:TRAIN_AUGMENT"),
+        DataShape(
+            "svhn",
+            3,
+            (32, 32),
+            None,
+            10,
+            69_502,
+            14_893,
+            (0.4377, 0.4438, 0.4728),
+            (0.1980, 0.2010, 0.1970),
+            None,
+        ),
+        DataShape(
+            "cifar10",
+            3,
+            (32, 32),
+            None,
+            10,
+            42_000,
+            9_000,
+            (0.4914, 0.4822, 0.4465),
+            (0.2023, 0.1994, 0.2010),
+            "datasets.cifar10:TRAIN_AUGMENT",
+        ),
+        DataShape(
+            "fashionmnist",
+            1,
+            (28, 28),
+            None,
+            10,
+            49_000,
+            10_500,
+            (0.2860,),
+            (0.3530,),
+            "datasets.fashionmnist:TRAIN_AUGMENT",
+        ),
+        DataShape(
+            "tissuemnist",
+            3,
+            (28, 28),
+            (64, 64),
+            8,
+            165_466,
+            23_640,
+            *IMAGENET,
+            "datasets.medmnist_sets:TRAIN_AUGMENT",
+        ),
+        DataShape(
+            "bloodmnist",
+            3,
+            (28, 28),
+            (64, 64),
+            8,
+            11_959,
+            1_712,
+            *IMAGENET,
+            "datasets.medmnist_sets:TRAIN_AUGMENT",
+        ),
         DataShape("pcam", 3, (96, 96), None, 2, 262_144, 32_768, *IMAGENET, None),
-        DataShape("padufes20", 3, (224, 224), (224, 224), 6, 1_608, 345, *IMAGENET,
-                  "datasets.padufes20:TRAIN_AUGMENT", batch_size=64),
+        DataShape(
+            "padufes20",
+            3,
+            (224, 224),
+            (224, 224),
+            6,
+            1_608,
+            345,
+            *IMAGENET,
+            "datasets.padufes20:TRAIN_AUGMENT",
+            batch_size=64,
+        ),
     )
 }
 

@@ -20,7 +20,9 @@ DEVICE_MEMORY_SHARE = 0.5
 def _to_nchw_uint8(images: Any, layout: str) -> torch.Tensor:
     tensor = torch.as_tensor(images)
     if tensor.dtype != torch.uint8:
-        raise ValueError(f"images must be uint8 (got {tensor.dtype}); convert raw pixels, not floats")
+        raise ValueError(
+            f"images must be uint8 (got {tensor.dtype}); convert raw pixels, not floats"
+        )
     if layout == "auto":
         if tensor.ndim == 3:
             layout = "NHW"
@@ -35,7 +37,9 @@ def _to_nchw_uint8(images: Any, layout: str) -> torch.Tensor:
     elif layout != "NCHW":
         raise ValueError(f"unknown layout {layout!r}; valid: auto, NCHW, NHWC, NHW")
     if tensor.ndim != 4:
-        raise ValueError(f"images must have 4 dimensions in layout {layout} (got {tuple(tensor.shape)})")
+        raise ValueError(
+            f"images must have 4 dimensions in layout {layout} (got {tuple(tensor.shape)})"
+        )
     return tensor.contiguous()
 
 
@@ -58,7 +62,9 @@ class DeviceSplit:
         chunk_batches: int = 32,
     ) -> None:
         if images.ndim != 4 or images.dtype != torch.uint8:
-            raise ValueError("images must be a uint8 tensor (N, C, H, W); use DeviceSplit.from_arrays")
+            raise ValueError(
+                "images must be a uint8 tensor (N, C, H, W); use DeviceSplit.from_arrays"
+            )
         if len(labels) != len(images):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         if storage not in ("auto", "device", "host"):

@@ -34,28 +34,57 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "augmentation, bf16, channels_last, CUDA graph), packing of concurrent jobs, and a "
         "projection of the grid's wall time. Synthetic data of the dataset's shape.",
     )
-    parser.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda if available)")
-    parser.add_argument("--model", default="resnet18", help="model for the pipeline and packing runs")
-    parser.add_argument("--dataset-shape", default="fashionmnist", help="dataset whose shape to time")
-    parser.add_argument("--grid", default="paper", choices=GRIDS, help="grid to project (none: skip)")
+    parser.add_argument(
+        "--device", default=None, help="cuda, cuda:N or cpu (default: cuda if available)"
+    )
+    parser.add_argument(
+        "--model", default="resnet18", help="model for the pipeline and packing runs"
+    )
+    parser.add_argument(
+        "--dataset-shape", default="fashionmnist", help="dataset whose shape to time"
+    )
+    parser.add_argument(
+        "--grid", default="paper", choices=GRIDS, help="grid to project (none: skip)"
+    )
     parser.add_argument("--grid-models", default=None, help="comma list: project only these models")
-    parser.add_argument("--grid-datasets", default=None, help="comma list: project only these datasets")
+    parser.add_argument(
+        "--grid-datasets", default=None, help="comma list: project only these datasets"
+    )
     parser.add_argument("--steps", type=int, default=50, help="timed steps per measurement")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed steps before each measurement")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: Table 1's per dataset")
-    parser.add_argument("--slots", default=None, help="concurrent jobs to time (default 1,4,8,12 on "
-                        "CUDA, 1,2 on the CPU; 0 skips packing)")
-    parser.add_argument("--precision", default=None, choices=("fp32", "bf16"),
-                        help="fast path precision (default bf16 on CUDA, fp32 on the CPU)")
+    parser.add_argument(
+        "--warmup", type=int, default=10, help="untimed steps before each measurement"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="default: Table 1's per dataset"
+    )
+    parser.add_argument(
+        "--slots",
+        default=None,
+        help="concurrent jobs to time (default 1,4,8,12 on CUDA, 1,2 on the CPU; 0 skips packing)",
+    )
+    parser.add_argument(
+        "--precision",
+        default=None,
+        choices=("fp32", "bf16"),
+        help="fast path precision (default bf16 on CUDA, fp32 on the CPU)",
+    )
     parser.add_argument("--no-graph", action="store_true", help="fast path without CUDA graphs")
     parser.add_argument("--no-channels-last", action="store_true", help="fast path in NCHW")
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the authors' pipeline")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads per job (default: torch's; packed jobs share the cores)")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="DataLoader workers of the authors' pipeline"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads per job (default: torch's; packed jobs share the cores)",
+    )
     parser.add_argument("--data-size", type=int, default=4096, help="synthetic images per job")
     parser.add_argument("--epochs", type=int, default=100, help="epochs per job in the projection")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per cell in the projection")
-    parser.add_argument("--out", default=DEFAULT_OUT, help=f"result folder (default {DEFAULT_OUT}/)")
+    parser.add_argument(
+        "--out", default=DEFAULT_OUT, help=f"result folder (default {DEFAULT_OUT}/)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -69,7 +98,9 @@ def _int_list(option: str, text: str) -> list[int]:
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise HarnessError(f"--{option} {text!r} is not a comma list of integers (e.g. 1,4,8)") from None
+        raise HarnessError(
+            f"--{option} {text!r} is not a comma list of integers (e.g. 1,4,8)"
+        ) from None
     if any(v < 0 for v in values):
         raise HarnessError(f"--{option} {text!r} has a negative count")
     return [v for v in values if v > 0]
@@ -102,8 +133,11 @@ def paper_epoch_seconds() -> dict[tuple[str, str], float]:
     """Table 8 (seconds per epoch on the authors' hardware), keyed by (model, dataset)."""
     path = Path(__file__).resolve().parent.parent / "paperdata" / "tables.csv"
     with path.open(newline="") as handle:
-        return {(row["model"], row["dataset"]): float(row["value"]) for row in csv.DictReader(handle)
-                if row["table"] == "8" and row["metric"] == "epoch_seconds"}
+        return {
+            (row["model"], row["dataset"]): float(row["value"])
+            for row in csv.DictReader(handle)
+            if row["table"] == "8" and row["metric"] == "epoch_seconds"
+        }
 
 
 def environment(device: str) -> dict[str, Any]:
@@ -142,7 +176,9 @@ def run(args: argparse.Namespace) -> int:
     device = _resolve_device(args.device)
     on_cuda = device.startswith("cuda")
     if args.dataset_shape not in SHAPES:
-        raise HarnessError(f"unknown --dataset-shape {args.dataset_shape!r}; valid: {', '.join(SHAPES)}")
+        raise HarnessError(
+            f"unknown --dataset-shape {args.dataset_shape!r}; valid: {', '.join(SHAPES)}"
+        )
     if args.model not in MODEL_NAMES:
         raise HarnessError(f"unknown --model {args.model!r}; valid: {', '.join(MODEL_NAMES)}")
     for name in ("steps", "epochs", "seeds", "data_size"):
@@ -153,11 +189,18 @@ def run(args: argparse.Namespace) -> int:
         _positive("batch-size", args.batch_size)
     slots = _int_list("slots", args.slots or ("1,4,8,12" if on_cuda else "1,2"))
     settings = BenchSettings(
-        device=device, model=args.model, shape=args.dataset_shape, steps=args.steps,
-        warmup=args.warmup, batch_size=args.batch_size,
+        device=device,
+        model=args.model,
+        shape=args.dataset_shape,
+        steps=args.steps,
+        warmup=args.warmup,
+        batch_size=args.batch_size,
         precision=args.precision or ("bf16" if on_cuda else "fp32"),
-        channels_last=not args.no_channels_last, cuda_graph=on_cuda and not args.no_graph,
-        data_size=args.data_size, workers=args.workers, threads=args.threads,
+        channels_last=not args.no_channels_last,
+        cuda_graph=on_cuda and not args.no_graph,
+        data_size=args.data_size,
+        workers=args.workers,
+        threads=args.threads,
     )
     if args.threads is not None:
         import torch
@@ -190,20 +233,26 @@ def run(args: argparse.Namespace) -> int:
     packing = measure_packing(settings, slots) if slots else []
     phase("packing")
     for entry in packing:
-        print(f"  {entry['jobs']:>2} concurrent jobs: {entry['total_steps_per_s']:.1f} steps/s in total",
-              flush=True)
+        print(
+            f"  {entry['jobs']:>2} concurrent jobs: {entry['total_steps_per_s']:.1f} steps/s in total",
+            flush=True,
+        )
     single = next((e["total_steps_per_s"] for e in packing if e["jobs"] == 1), None)
     best = max((e["total_steps_per_s"] for e in packing), default=None)
     packing_speedup = best / single if single and best else None
     projection = None
     if cells:
-        projection = project_grid(settings, cells, args.epochs, args.seeds, packing_speedup,
-                                  paper_epoch_seconds())
+        projection = project_grid(
+            settings, cells, args.epochs, args.seeds, packing_speedup, paper_epoch_seconds()
+        )
         phase("projection")
         packed = projection["packed_hours"]
-        print(f"  grid '{args.grid}' ({len(projection['cells'])} cells x {args.seeds} seeds x "
-              f"{args.epochs} epochs): {projection['serial_hours']:.2f} h one job at a time"
-              + (f", {packed:.2f} h packed" if packed else ""), flush=True)
+        print(
+            f"  grid '{args.grid}' ({len(projection['cells'])} cells x {args.seeds} seeds x "
+            f"{args.epochs} epochs): {projection['serial_hours']:.2f} h one job at a time"
+            + (f", {packed:.2f} h packed" if packed else ""),
+            flush=True,
+        )
 
     report = {
         "schema": SCHEMA,
@@ -211,12 +260,20 @@ def run(args: argparse.Namespace) -> int:
         "command_line": command_line(args),
         "argv": sys.argv,
         **environment(device),
-        "settings": {**settings.__dict__, "batch_size": settings.batch(), "grid": args.grid,
-                     "slots": slots},
+        "settings": {
+            **settings.__dict__,
+            "batch_size": settings.batch(),
+            "grid": args.grid,
+            "slots": slots,
+        },
         "pipelines": {"authors": authors, "ours": ours},
         "speedup": speedup,
-        "packing": {"model": args.model, "dataset_shape": args.dataset_shape, "runs": packing,
-                    "speedup": packing_speedup},
+        "packing": {
+            "model": args.model,
+            "dataset_shape": args.dataset_shape,
+            "runs": packing,
+            "speedup": packing_speedup,
+        },
         "projection": projection,
         "phase_seconds": phases,
     }
@@ -226,15 +283,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _line(label: str, timing: dict[str, Any]) -> None:
-    print(f"  {label:<18} {timing['steps_per_s']:8.2f} steps/s  {timing['ms_per_step']:8.2f} ms/step  "
-          f"{timing['images_per_s']:9.0f} images/s", flush=True)
+    print(
+        f"  {label:<18} {timing['steps_per_s']:8.2f} steps/s  {timing['ms_per_step']:8.2f} ms/step  "
+        f"{timing['images_per_s']:9.0f} images/s",
+        flush=True,
+    )
 
 
 def write_report(report: dict[str, Any], folder: Path, device: str) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise HarnessError(f"cannot create --out folder {folder}: {exc.strerror}; pick a writable one") from None
+        raise HarnessError(
+            f"cannot create --out folder {folder}: {exc.strerror}; pick a writable one"
+        ) from None
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     path = folder / f"bench-{stamp}-{device.replace(':', '')}.json"
     path.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")

@@ -107,9 +107,20 @@ def run(args: argparse.Namespace) -> int:
     if slots > 1:
         # One process per core, one thread each: 8x8 images make tensors too small for
         # intra-op threads to pay off, while separate jobs scale with the cores.
-        argv = ["worker", "--device", "cpu", "--slots", str(slots), "--until-empty",
-                "--max-failures", "0", "--data", str(data_root(args)),
-                "--checkpoints", str(out / "checkpoints")]
+        argv = [
+            "worker",
+            "--device",
+            "cpu",
+            "--slots",
+            str(slots),
+            "--until-empty",
+            "--max-failures",
+            "0",
+            "--data",
+            str(data_root(args)),
+            "--checkpoints",
+            str(out / "checkpoints"),
+        ]
         if args.no_progress:
             argv.append("--no-progress")
         code = run_slot_processes(argv, slots, url)

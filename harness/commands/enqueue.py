@@ -44,11 +44,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override a setting, e.g. max_epochs=2 (repeatable; see docs/QUEUE.md for the keys)",
     )
-    parser.add_argument(
+    splits = parser.add_mutually_exclusive_group()
+    splits.add_argument(
         "--split-seed",
         type=int,
         metavar="S",
         help="seed of the random data splits (default 42, the paper's)",
+    )
+    splits.add_argument(
+        "--vary-split",
+        action="store_true",
+        help="the split seed follows each run's seed, so the spread includes split variance",
     )
     parser.add_argument(
         "--max-attempts",
@@ -90,12 +96,14 @@ def run(args: argparse.Namespace) -> int:
         datasets=args.datasets,
         overrides=parse_overrides(args.overrides),
         split_seed=args.split_seed,
+        vary_split=args.vary_split,
     )
     specs = grid.jobs()
     per_dataset = Counter(spec.dataset for spec in specs)
     summary = (
         f"grid {grid.name!r}: {len(grid.cells)} cells x {len(grid.seeds)} seed(s) "
         f"({', '.join(map(str, grid.seeds))}) = {len(specs)} jobs, protocol {grid.protocol}"
+        + (", split seed = run seed" if grid.vary_split else f", split seed {grid.split_seed}")
     )
     if args.dry_run:
         print(summary)
