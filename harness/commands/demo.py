@@ -7,11 +7,15 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from harness.commands._common import add_data_option, data_root
+from harness.db import mask_url
 from harness.errors import HarnessError
 
 DEFAULT_OUT = "demo"
+AUDIT_TRIALS = 4
+AUDIT_REPORT = "audit"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -65,6 +69,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="worker processes sharing the CPU (default: one per core, at most 2)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    audit = parser.add_argument_group("full audit")
+    audit.add_argument(
+        "--full-audit",
+        action="store_true",
+        help="also run the reference-code protocol, single-switch runs where they separate the "
+        "quirks, equal-budget tuning of every model and the tuned grid; the report then has "
+        "the protocol-differences and tuned-vs-paper sections (about 30 min on 2 cores)",
+    )
+    audit.add_argument(
+        "--trials",
+        type=int,
+        default=AUDIT_TRIALS,
+        metavar="N",
+        help=f"tuning trials per model with --full-audit (default {AUDIT_TRIALS})",
+    )
+    audit.add_argument(
+        "--models",
+        nargs="+",
+        metavar="MODEL",
+        help="only these models of the demo grid (a quicker audit)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -75,35 +100,97 @@ def _default_slots() -> int:
 
 def run(args: argparse.Namespace) -> int:
     from harness.commands.status import collect_status, format_status
-    from harness.commands.worker import configure_logging
     from harness.db import make_engine
     from harness.grids import demo_grid, seeds_from_count
-    from harness.queue import enqueue
-    from harness.worker import Worker, WorkerOptions, run_slot_processes
 
-    if args.max_epochs < 1:
-        raise HarnessError(f"--max-epochs must be at least 1 (got {args.max_epochs})")
+    _check_numbers(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     url = args.db or f"sqlite:///{out / 'runs.db'}"
     engine = make_engine(url)
     started = time.monotonic()
 
-    if args.max_train_batches is not None and args.max_train_batches < 1:
-        raise HarnessError(f"--max-train-batches must be at least 1 (got {args.max_train_batches})")
     grid = demo_grid(max_epochs=args.max_epochs, seeds=seeds_from_count(args.seeds))
     if args.max_train_batches is not None:
         grid = replace(
             grid, overrides={**grid.overrides, "max_train_batches": args.max_train_batches}
         )
-    queued = enqueue(engine, grid.jobs(), grid.name)
-    print(
-        f"demo: {queued.new} new, {queued.existing} already queued/done "
-        f"({len(grid.cells)} models x {len(grid.seeds)} seeds on digits, "
-        f"at most {args.max_epochs} epochs each) in {url}"
-    )
+    if args.models:
+        from harness.audit import check_cells
 
+        grid = check_cells(grid, args.models)
     slots = args.slots or _default_slots()
+    what = (
+        f"({len(grid.cells)} models x {len(grid.seeds)} seeds on digits, "
+        f"at most {args.max_epochs} epochs each) in {mask_url(url)}"
+    )
+    if args.full_audit:
+        _queue_audit(engine, grid, url, args, slots, what)
+    else:
+        _queue(engine, grid.name, grid.jobs(), what)
+
+    stop_reason = _run_workers(engine, url, args, out, slots)
+    status = collect_status(engine)
+    print(format_status(status))
+    if stop_reason != "queue empty":
+        again = " --full-audit" if args.full_audit else ""
+        raise HarnessError(
+            f"demo stopped before the queue was empty ({stop_reason}); run `harness "
+            f"demo{again} --out {out}` again to resume"
+        )
+
+    from harness.report import build_report
+
+    name = AUDIT_REPORT if args.full_audit else None
+    report = build_report(engine, out_dir=out / "reports", name=name)
+    minutes, seconds = divmod(time.monotonic() - started, 60)
+    done, failed = status.counts.get("done", 0), status.counts.get("failed", 0)
+    print(f"demo: {done} jobs done, {failed} failed, in {minutes:.0f}m{seconds:02.0f}s")
+    print(f"report: {report}")
+    return 1 if failed else 0
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    if args.max_epochs < 1:
+        raise HarnessError(f"--max-epochs must be at least 1 (got {args.max_epochs})")
+    if args.max_train_batches is not None and args.max_train_batches < 1:
+        raise HarnessError(f"--max-train-batches must be at least 1 (got {args.max_train_batches})")
+    if args.trials < 1:
+        raise HarnessError(f"--trials must be at least 1 (got {args.trials})")
+    if not args.full_audit and args.trials != AUDIT_TRIALS:
+        raise HarnessError("--trials only applies with --full-audit; add --full-audit")
+
+
+def _queue(engine: Any, grid_name: str, specs: list[Any], what: str) -> None:
+    from harness.queue import enqueue
+
+    queued = enqueue(engine, specs, grid_name)
+    print(f"demo: {queued.new} new, {queued.existing} already queued/done {what}")
+
+
+def _queue_audit(
+    engine: Any, grid: Any, url: str, args: argparse.Namespace, slots: int, what: str
+) -> None:
+    """Both protocols and the single-switch runs, then tuning, then the tuned grid."""
+    from harness.audit import protocol_parts, tune_grid, tuned_part
+
+    for part in protocol_parts(grid):
+        _queue(engine, part.name, part.specs, f"[{part.name}] {what}")
+    print(
+        f"audit: tuning {len(grid.cells)} model(s) on digits, {args.trials} trials each, "
+        f"{args.max_epochs} epoch(s) per trial, {slots} at a time"
+    )
+    for summary in tune_grid(grid, url, args.trials, args.max_epochs, data_root(args), slots):
+        print(f"  {summary}")
+    part = tuned_part(grid, url)
+    _queue(engine, part.name, part.specs, f"[{part.name}] {what}")
+
+
+def _run_workers(engine: Any, url: str, args: argparse.Namespace, out: Path, slots: int) -> str:
+    """Run CPU workers until the queue is empty; returns the stop reason."""
+    from harness.commands.worker import configure_logging
+    from harness.worker import Worker, WorkerOptions, run_slot_processes
+
     if slots > 1:
         # One process per core, one thread each: 8x8 images make tensors too small for
         # intra-op threads to pay off, while separate jobs scale with the cores.
@@ -124,39 +211,22 @@ def run(args: argparse.Namespace) -> int:
         if args.no_progress:
             argv.append("--no-progress")
         code = run_slot_processes(argv, slots, url)
-        stop_reason = "queue empty" if code == 0 else f"a worker exited with code {code}"
-    else:
-        configure_logging()
-        if not os.environ.get("OMP_NUM_THREADS"):
-            import torch
+        return "queue empty" if code == 0 else f"a worker exited with code {code}"
+    configure_logging()
+    if not os.environ.get("OMP_NUM_THREADS"):
+        import torch
 
-            torch.set_num_threads(1)
-        worker = Worker(
-            engine,
-            WorkerOptions(
-                device="cpu",
-                data_root=data_root(args),
-                checkpoints=out / "checkpoints",
-                until_empty=True,
-                progress=False if args.no_progress else None,
-                max_consecutive_failures=0,  # show every failure in the report, not stop early
-            ),
-        )
-        with worker.signals_handled():
-            stop_reason = worker.run().stop_reason
-    status = collect_status(engine)
-    print(format_status(status))
-    if stop_reason != "queue empty":
-        raise HarnessError(
-            f"demo stopped before the queue was empty ({stop_reason}); run `harness "
-            f"demo --out {out}` again to resume"
-        )
-
-    from harness.report import build_report
-
-    report = build_report(engine, out_dir=out / "reports")
-    minutes, seconds = divmod(time.monotonic() - started, 60)
-    done, failed = status.counts.get("done", 0), status.counts.get("failed", 0)
-    print(f"demo: {done} jobs done, {failed} failed, in {minutes:.0f}m{seconds:02.0f}s")
-    print(f"report: {report}")
-    return 1 if failed else 0
+        torch.set_num_threads(1)
+    worker = Worker(
+        engine,
+        WorkerOptions(
+            device="cpu",
+            data_root=data_root(args),
+            checkpoints=out / "checkpoints",
+            until_empty=True,
+            progress=False if args.no_progress else None,
+            max_consecutive_failures=0,  # show every failure in the report, not stop early
+        ),
+    )
+    with worker.signals_handled():
+        return worker.run().stop_reason
