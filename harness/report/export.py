@@ -15,6 +15,8 @@ from typing import Any
 
 import pandas as pd
 
+from harness.report.audit import Audit, variance_audit_table
+from harness.report.audit_table import AuditTable
 from harness.report.render import ReportData, is_missing
 from harness.report.tables import (
     DATASET_LABELS,
@@ -55,17 +57,19 @@ def markdown(data: ReportData) -> str:
              f"Generated {data.generated_at} from `{_md(data.database)}`.", "", _md(LEGEND), ""]  # fmt: skip
     lines += [_md(note) for note in data.notes]
     for report in data.protocols:
-        lines += ["", f"## Protocol {_md(report.protocol)}", ""]
+        lines += ["", f"## Protocol {_md(report.label)}", ""]
         lines += [_md(note) for note in report.notes]
+        tuned = " (tuned hyper-parameters)" if report.arm and report.arm.hparams == "tuned" else ""
         for table in report.tables:
-            lines += ["", f"### Table {table.number}. {_md(table.spec.title)}", ""]
+            lines += ["", f"### Table {table.number}. {_md(table.spec.title)}{tuned}", ""]
             lines += [_md(note) + "\n" for note in table.notes]
             header = _header(table)
             lines.append("| " + " | ".join(_md(h) for h in header) + " |")
             lines.append("|" + "---|" * len(header))
             for row in _rows(table):
                 lines.append("| " + " | ".join(_md(v) for v in row) + " |")
-        lines += ["", "### Claims", "", "```", data.verdict_rule.strip(), "```", ""]
+        lines += _md_audit_table(variance_audit_table(report), "###")
+        lines += ["", f"### Claims{tuned}", "", "```", data.verdict_rule.strip(), "```", ""]
         if report.claims_error:
             lines.append(_md(report.claims_error))
         for claim in report.claims:
@@ -74,6 +78,16 @@ def markdown(data: ReportData) -> str:
                 f"({_md(claim.reason)}). Baseline check: {_md(claim.baseline_check)}. "
                 f"Claimed: {_md(claim.claimed)}."
             )
+    audit = data.audit or Audit()
+    lines += ["", "## Protocol differences", ""]
+    lines += [_md(audit.differences_note)] if audit.differences_note else []
+    for table in [*audit.differences, *([audit.claims_by_arm] if audit.claims_by_arm else [])]:
+        lines += _md_audit_table(table, "###")
+    lines += ["", "## Tuned vs paper hyper-parameters", ""]
+    lines += [_md(audit.tuned_note)] if audit.tuned_note else []
+    for table in [*audit.tuned, *([audit.tuning] if audit.tuning else [])]:
+        lines += _md_audit_table(table, "###")
+    lines += [_md(audit.tuning_note)] if audit.tuning_note and not audit.tuning else []
     failed = data.jobs[data.jobs["status"] != "done"]
     lines += ["", "## Missing and failed jobs", ""]
     if failed.empty:
@@ -84,6 +98,15 @@ def markdown(data: ReportData) -> str:
             f"{job.seed}: {_md(job.status)} {_md(job.error_line)}"
         )
     return "\n".join(lines) + "\n"
+
+
+def _md_audit_table(table: AuditTable, level: str) -> list[str]:
+    lines = ["", f"{level} {_md(table.title)}", ""]
+    lines += [_md(note) + "\n" for note in table.notes]
+    lines.append("| " + " | ".join(_md(h) for h in table.header) + " |")
+    lines.append("|" + "---|" * len(table.header))
+    lines += ["| " + " | ".join(_md(v) for v in row) + " |" for row in table.plain_rows()]
+    return lines
 
 
 def write_markdown(data: ReportData, out_dir: Path) -> Path:
@@ -122,7 +145,7 @@ def latex(data: ReportData) -> str:
         "",
     ]
     for report in data.protocols:
-        out.append(rf"\subsection*{{Protocol {latex_escape(report.protocol)}}}")
+        out.append(rf"\subsection*{{Protocol {latex_escape(report.label)}}}")
         for table in report.tables:
             header = _header(table)
             out += [
@@ -166,6 +189,7 @@ def cells_frame(data: ReportData) -> pd.DataFrame:
         for table in report.tables:
             cells = table.cells.copy()
             cells.insert(0, "protocol", report.protocol)
+            cells.insert(1, "hparams", report.arm.hparams if report.arm else "paper")
             cells["marks"] = [marks_text(m) for m in cells["marks"]]
             for name in ("values", "seeds", "job_ids"):
                 cells[name] = [" ".join(map(str, v)) for v in cells[name]]
@@ -203,7 +227,14 @@ def report_json(data: ReportData) -> dict[str, Any]:
 
     protocols = {}
     for report in data.protocols:
-        protocols[report.protocol] = {
+        protocols[report.label] = {
+            "arm": {
+                "protocol": report.protocol,
+                "label": report.label,
+                "hparams": report.arm.hparams if report.arm else "paper",
+            },
+            "variance": report.variance,
+            "variance_note": report.variance_note,
             "notes": report.notes,
             "tables": [
                 {
@@ -231,9 +262,28 @@ def report_json(data: ReportData) -> dict[str, Any]:
             "notes": data.notes,
             "provenance": {i["name"]: i["value"] for i in provenance_items(data)},
             "protocols": protocols,
+            "audit": _audit_json(data.audit or Audit()),
             "jobs": jobs.to_dict("records"),
         }
     )
+
+
+def _audit_json(audit: Audit) -> dict[str, Any]:
+    def table(t: AuditTable | None) -> dict[str, Any] | None:
+        if t is None:
+            return None
+        return {"id": t.id, "title": t.title, "header": t.header, "rows": t.plain_rows(),
+                "notes": t.notes, "records": t.records}  # fmt: skip
+
+    return {
+        "differences": [table(t) for t in audit.differences],
+        "differences_note": audit.differences_note,
+        "claims_by_arm": table(audit.claims_by_arm),
+        "tuned": [table(t) for t in audit.tuned],
+        "tuned_note": audit.tuned_note,
+        "tuning": table(audit.tuning),
+        "tuning_note": audit.tuning_note,
+    }
 
 
 def write_json(data: ReportData, out_dir: Path) -> Path:

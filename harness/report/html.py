@@ -11,6 +11,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from harness import __version__
+from harness.report.audit import Audit, variance_audit_table
 from harness.report.render import ProtocolReport, ReportData, is_missing, template_text
 from harness.report.tables import (
     BASELINE_SHORT,
@@ -25,7 +26,7 @@ from harness.report.tables import (
 
 SYMBOL_CSS = {"▲": "better", "▼": "worse", "=": "same", "n/t": "nt"}
 RUNS_HEADER = ["Job", "Key", "Grid", "Protocol", "Dataset", "Model", "Seed", "Split seed",
-               "Status", "Device", "Top-1 (%)", "Epochs", "First error line"]  # fmt: skip
+               "Status", "Device", "Top-1 (%)", "Epochs", "First error line", "Arm"]  # fmt: skip
 
 
 def _num(value: Any, digits: int = 4) -> str:
@@ -54,7 +55,8 @@ def _cell_view(cell: dict[str, Any]) -> dict[str, Any]:
         info=cell["info"],
         title=f"seeds {', '.join(map(str, cell['seeds']))}; jobs "
         f"{', '.join(map(str, cell['job_ids']))}; values "
-        f"{', '.join(fmt(v, metric) for v in cell['values'])}",
+        f"{', '.join(fmt(v, metric) for v in cell['values'])}"
+        + (f"; {cell['variance']}" if cell.get("variance") else ""),
         marks=[
             {
                 "text": f"{BASELINE_SHORT.get(m['baseline'], m['baseline'])}{m['symbol']}",
@@ -69,7 +71,7 @@ def _cell_view(cell: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-def _table_view(table: ReportTable, protocol: str) -> dict[str, Any]:
+def _table_view(table: ReportTable, anchor: str) -> dict[str, Any]:
     heads = ["Dataset", "Model"][: len(table.row_fields)]
     labels = METRIC_LABELS if table.spec.by_metric else MODEL_LABELS
     rows = []
@@ -79,7 +81,7 @@ def _table_view(table: ReportTable, protocol: str) -> dict[str, Any]:
         rows.append({"labels": row_labels, "cells": cells})
     return {
         "number": table.number,
-        "anchor": f"p-{protocol}-table{table.number}",
+        "anchor": f"{anchor}-table{table.number}",
         "title": table.spec.title,
         "notes": table.notes,
         "header": heads + [label(c, labels) for c in table.columns],
@@ -135,14 +137,17 @@ def _claim_view(claim: Any) -> dict[str, Any]:
 
 
 def _section_view(report: ProtocolReport) -> dict[str, Any]:
-    anchor = f"p-{report.protocol}"
+    anchor = report.anchor
     return {
         "protocol": report.protocol,
+        "label": report.label,
+        "tuned": report.arm is not None and report.arm.hparams == "tuned",
+        "variance": variance_audit_table(report),
         "anchor": anchor,
         "n_results": len(report.results),
         "grids": sorted(set(report.results["grid"])),
         "notes": report.notes,
-        "tables": [_table_view(t, report.protocol) for t in report.tables],
+        "tables": [_table_view(t, anchor) for t in report.tables],
         "claims": [_claim_view(c) for c in report.claims],
         "claims_error": report.claims_error,
         "figures": report.figures,
@@ -156,7 +161,7 @@ def _runs_view(data: ReportData) -> list[dict[str, Any]]:
     for job in data.jobs.itertuples(index=False):
         values = [job.job_id, job.key, job.grid, job.protocol, job.dataset, job.model, job.seed,
                   job.split_seed, job.status, job.device or "", top1.get(job.job_id),
-                  epochs.get(job.job_id), job.error_line]  # fmt: skip
+                  epochs.get(job.job_id), job.error_line, job.arm]  # fmt: skip
         cells = []
         for index, value in enumerate(values):
             if index == 10 and not is_missing(value):
@@ -227,6 +232,7 @@ def write_html(data: ReportData, path: Path) -> None:
         legend=LEGEND,
         verdict_rule=data.verdict_rule,
         sections=[_section_view(p) for p in data.protocols],
+        audit=data.audit if data.audit is not None else Audit(),
         runs_header=RUNS_HEADER,
         runs=_runs_view(data),
         provenance=provenance_items(data),

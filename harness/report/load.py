@@ -31,6 +31,9 @@ RESULT_COLUMNS = (
 JOB_COLUMNS = (
     "job_id", "key", "grid", "model", "dataset", "seed", "split_seed", "protocol",
     "device", "harness_version", "quirks",
+    # From the job's config: the hyper-parameter source ("paper" for rows older than the
+    # field) and the values the tuned-vs-paper section shows (dropout None: model default).
+    "hparams", "lr", "weight_decay", "dropout",
 )  # fmt: skip
 # Table 7's three threshold ranges: column name -> (low, high).
 GHS_RANGES: dict[str, tuple[float, float]] = {
@@ -44,7 +47,11 @@ GRADIENT_COLUMNS = (
     *GHS_RANGES, PARAM_GHS_COLUMN, "n_vanishing", "n_silent",
     "grad_norm_avg", "grad_norm_std", "grad_norm_min", "grad_norm_max",
 )  # fmt: skip
-DERIVED_COLUMNS = ("f1", "gen_gap", *GRADIENT_COLUMNS)
+# GHS [1e-6, 1e1] with and without counting silent layers, whatever the run's quirks: the
+# report-time quirk ghs_count_silent's effect, measured on the same stored gradient rows.
+PRIMARY_GHS = "ghs_1e-6_1e1"
+SILENT_COLUMNS = ("ghs_silent_counted", "ghs_silent_ignored")
+DERIVED_COLUMNS = ("f1", "gen_gap", *GRADIENT_COLUMNS, *SILENT_COLUMNS)
 RESULTS_COLUMNS = (*JOB_COLUMNS, *RESULT_COLUMNS, *DERIVED_COLUMNS, "provenance", "extra")
 
 EPOCH_COLUMNS = (
@@ -57,7 +64,8 @@ GRADIENT_ROW_COLUMNS = (
     "mode", "layer_index", "layer", "kind", "batches", "mean", "std", "min", "max",
 )  # fmt: skip
 JOBS_COLUMNS = (
-    "job_id", "key", "grid", "model", "dataset", "seed", "split_seed", "protocol", "status",
+    "job_id", "key", "grid", "model", "dataset", "seed", "split_seed", "protocol", "hparams",
+    "quirks", "status",
     "attempts", "max_attempts", "worker_id", "device", "harness_version", "epoch",
     "created_at", "started_at", "finished_at", "error", "error_line", "has_result",
 )  # fmt: skip
@@ -96,8 +104,11 @@ def gradient_summary(
 
     `None` marks a silent layer (its hook never fired). Returns NaN where there is no row.
     """
-    out: dict[str, float] = {name: float("nan") for name in GRADIENT_COLUMNS}
+    out: dict[str, float] = {name: float("nan") for name in (*GRADIENT_COLUMNS, *SILENT_COLUMNS)}
     if output_means:
+        low, high = GHS_RANGES[PRIMARY_GHS]
+        out["ghs_silent_counted"] = _health_score(output_means, low, high, True)
+        out["ghs_silent_ignored"] = _health_score(output_means, low, high, False)
         for name, (low, high) in GHS_RANGES.items():
             out[name] = _health_score(output_means, low, high, count_silent)
         fired = np.array([m for m in output_means if m is not None], dtype=float)
@@ -130,6 +141,7 @@ def results_from_rows(
     for row in rows:
         rec = {name: row.get(name) for name in (*JOB_COLUMNS, *RESULT_COLUMNS)}
         rec["quirks"] = dict(row.get("quirks") or {})
+        rec["hparams"] = rec["hparams"] or "paper"
         rec["provenance"] = dict(row.get("provenance") or {})
         rec["extra"] = dict(row.get("extra") or {})
         rec["f1"] = rec["f1_macro"]  # Table 4's F1 is the macro F1 (Section 4.3.1)
@@ -149,6 +161,8 @@ def results_from_rows(
         frame[name] = pd.to_numeric(frame[name], errors="coerce").astype(float)
     for name in ("job_id", "seed", "split_seed"):
         frame[name] = frame[name].astype("int64")
+    for name in ("lr", "weight_decay", "dropout"):
+        frame[name] = pd.to_numeric(frame[name], errors="coerce").astype(float)
     return frame.sort_values(["protocol", "dataset", "model", "seed", "split_seed"]).reset_index(
         drop=True
     )
@@ -166,6 +180,10 @@ def _job_fields(job: Job) -> dict[str, Any]:
         "protocol": job.protocol,
         "harness_version": job.harness_version,
         "quirks": dict((job.config or {}).get("quirks") or {}),
+        "hparams": (job.config or {}).get("hparams") or "paper",
+        "lr": (job.config or {}).get("lr"),
+        "weight_decay": (job.config or {}).get("weight_decay"),
+        "dropout": ((job.config or {}).get("model") or {}).get("dropout"),
     }
 
 

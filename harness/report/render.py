@@ -23,6 +23,7 @@ from harness.config import PROTOCOLS
 from harness.db import make_engine, mask_url
 from harness.errors import HarnessError
 from harness.report import load
+from harness.report.arms import Arm, arm_column, split_arms
 from harness.report.figures import Figure, all_figures
 from harness.report.tables import ReportTable, build_tables, dedupe
 
@@ -32,7 +33,8 @@ DEFAULT_OUT = Path("reports")
 
 @dataclass
 class ProtocolReport:
-    """Everything the renderers need for one protocol."""
+    """Everything the renderers need for one arm's section (a protocol's base arm, or its
+    tuned arm): tables, claims, figures and which variance sources its cells cover."""
 
     protocol: str
     results: pd.DataFrame
@@ -41,6 +43,21 @@ class ProtocolReport:
     claims_error: str
     figures: list[Figure]
     notes: list[str] = field(default_factory=list)
+    arm: Arm | None = None  # None: the protocol's base arm
+    variance: list[dict[str, Any]] = field(default_factory=list)
+    variance_note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.arm is None:
+            self.arm = Arm(self.protocol)
+
+    @property
+    def label(self) -> str:
+        return self.arm.label if self.arm else self.protocol
+
+    @property
+    def anchor(self) -> str:
+        return self.arm.anchor if self.arm else f"p-{self.protocol}"
 
 
 @dataclass
@@ -53,6 +70,8 @@ class ReportData:
     results: pd.DataFrame  # all selected protocols
     verdict_rule: str
     notes: list[str] = field(default_factory=list)
+    # harness.report.audit: protocol differences, claims by arm, tuned vs paper hparams.
+    audit: Any = None
 
 
 def _engine(db: str | Engine) -> tuple[Engine, str]:
@@ -131,25 +150,61 @@ def collect(
     )
     if results.empty:
         data.notes.append("No job has finished yet: the tables are empty; see the runs below.")
-    for proto in [p for p in PROTOCOLS if p in set(results["protocol"])]:
-        subset, dropped = dedupe(results[results["protocol"] == proto])
-        report = ProtocolReport(proto, subset, build_tables(subset), [], "", [])
-        if dropped:
-            report.notes.append(
-                f"{dropped} result(s) repeat a (dataset, model, seed, split seed) of another "
-                "grid; the newest job of each is used."
-            )
-        report.claims, report.claims_error = _claims(subset, proto)
-        if figure_dir is not None:
-            report.figures = all_figures(
-                subset,
-                epochs[epochs["job_id"].isin(subset["job_id"])],
-                gradients[gradients["job_id"].isin(subset["job_id"])],
-                proto,
-                figure_dir,
-            )
-        data.protocols.append(report)
+    jobs_arms = arm_column(jobs) if len(jobs) else []
+    data.jobs = jobs.assign(arm=[arm.label for arm in jobs_arms])
+    arms: dict[Arm, pd.DataFrame] = {}
+    for arm, frame in split_arms(results).items():
+        subset, dropped = dedupe(frame)
+        arms[arm] = subset
+        if not arm.has_section:
+            continue
+        data.protocols.append(_section(arm, subset, dropped, epochs, gradients, figure_dir))
+    variants = {arm: len(frame) for arm, frame in arms.items() if not arm.has_section}
+    if variants:
+        listed = "; ".join(f"{arm.label} ({n})" for arm, n in variants.items())
+        data.notes.append(
+            "Runs with a quirk switched away from their protocol's default feed only the "
+            f"protocol-differences section, never the tables or claims: {listed}."
+        )
+    from harness.report.audit import build_audit
+
+    data.audit = build_audit(arms, data.protocols, engine)
     return data
+
+
+def _section(
+    arm: Arm,
+    subset: pd.DataFrame,
+    dropped: int,
+    epochs: pd.DataFrame,
+    gradients: pd.DataFrame,
+    figure_dir: Path | None,
+) -> ProtocolReport:
+    """One arm's full section: Tables 3-9, claims, figures, variance sources."""
+    from harness.report.variance import variance_table
+
+    report = ProtocolReport(arm.protocol, subset, build_tables(subset), [], "", [], arm=arm)
+    if dropped:
+        report.notes.append(
+            f"{dropped} result(s) repeat a (dataset, model, seed, split seed) of another "
+            "grid; the newest job of each is used."
+        )
+    if arm.hparams == "tuned":
+        report.notes.append(
+            "Tuned hyper-parameters: lr, weight decay and dropout are each cell's best tuning "
+            "trial, not Table 1's; compare with the paper-hyper-parameter section."
+        )
+    report.claims, report.claims_error = _claims(subset, arm.protocol)
+    report.variance, report.variance_note = variance_table(subset)
+    if figure_dir is not None:
+        report.figures = all_figures(
+            subset,
+            epochs[epochs["job_id"].isin(subset["job_id"])],
+            gradients[gradients["job_id"].isin(subset["job_id"])],
+            arm.protocol if arm.is_base else arm.short,
+            figure_dir,
+        )
+    return report
 
 
 def build_report(

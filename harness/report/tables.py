@@ -17,6 +17,7 @@ import pandas as pd
 
 from harness.paper import paper_values
 from harness.report import stats
+from harness.report.variance import cell_sources, sources_text
 
 BASELINE = "resnet18"
 MAIN_MODELS = ("resnet18", "gradattn_nope", "gradattn_learnable", "gradattn_rope")
@@ -199,7 +200,7 @@ class ReportTable:
 
 CELL_COLUMNS = (
     "table", "dataset", "model", "metric", "unit", "n", "mean", "sd", "values", "seeds",
-    "job_ids", "paper", "diff", "marks", "info",
+    "job_ids", "paper", "diff", "marks", "info", "variance",
 )  # fmt: skip
 
 
@@ -327,6 +328,7 @@ def build_table(spec: TableSpec, results: pd.DataFrame) -> ReportTable:
                     "job_ids": [int(j) for j in group.loc[values.index, "job_id"]],
                     "paper": published, "diff": mean - published, "marks": [],
                     "info": _info(group) if spec.number == 8 and n else "",
+                    "variance": sources_text(cell_sources(group)) if n else "",
                 }
             )  # fmt: skip
     _add_marks(spec, records, data)
