@@ -51,6 +51,9 @@ class SyntheticRun:
     extra: dict[str, Any] | None = None
     provenance: dict[str, Any] | None = None
     key: str | None = None
+    hparams: str = "paper"  # "tuned": the arm of `harness enqueue --hparams tuned`
+    overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {"lr": 3e-4}
+    legacy_config: bool = False  # a config written before TrainConfig had `hparams`
 
 
 def _default_metrics(run: SyntheticRun) -> dict[str, Any]:
@@ -96,7 +99,13 @@ def fill_synthetic(engine: Engine, runs: Iterable[SyntheticRun | Mapping[str, An
         for i, item in enumerate(runs):
             run = item if isinstance(item, SyntheticRun) else SyntheticRun(**dict(item))
             overrides = {f"quirk.{name}": on for name, on in run.quirks.items()}
+            overrides.update(run.overrides)
+            if run.hparams != "paper":
+                overrides["hparams"] = run.hparams
             config = resolve_config(run.protocol, run.dataset, run.model, overrides)
+            config_dict = config.to_dict()
+            if run.legacy_config:
+                config_dict.pop("hparams")
             job = Job(
                 key=run.key or _key(run, config),
                 grid=run.grid,
@@ -105,7 +114,7 @@ def fill_synthetic(engine: Engine, runs: Iterable[SyntheticRun | Mapping[str, An
                 seed=run.seed,
                 split_seed=run.split_seed,
                 protocol=run.protocol,
-                config=config.to_dict(),
+                config=config_dict,
                 harness_version=__version__,
                 status=run.status,
                 attempts=0 if run.status == "queued" else 1,
