@@ -7,6 +7,8 @@ Times are seconds; timestamps are UTC from the database clock where leases depen
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -26,7 +28,7 @@ from sqlalchemy import (
     func,
     select,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
@@ -201,7 +203,13 @@ def mask_url(url: str) -> str:
 
 
 def make_engine(url: str, *, create: bool = True) -> Engine:
-    """An engine for `url` with the schema created; a clear HarnessError if unreachable."""
+    """An engine for `url`; a clear HarnessError if unreachable.
+
+    With `create` (every command but `harness db`): an empty database gets the schema at the
+    newest revision; one at an older revision is refused with a message naming `harness db
+    upgrade` (harness.migrations.ensure_schema). `create=False` connects lazily and checks
+    nothing.
+    """
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     try:
@@ -231,14 +239,12 @@ def make_engine(url: str, *, create: bool = True) -> Engine:
             "pip install 'psycopg[binary]' (the project's `postgres` extra)"
         ) from None
     if create:
-        try:
-            _create_schema(engine)
-        except (OperationalError, InterfaceError) as exc:
-            first = str(exc.orig).splitlines()[0] if exc.orig else str(exc)
-            raise HarnessError(
-                f"cannot reach database {mask_url(url)}: {_masked(first, url)}; "
-                "check --db / HARNESS_DB"
-            ) from None
+        # Lazy: harness.migrations imports this module (Base), and alembic itself is only
+        # imported when the schema must be created or is not at head.
+        from harness.migrations import ensure_schema
+
+        with reachable(url):
+            ensure_schema(engine, url)
     return engine
 
 
@@ -254,23 +260,35 @@ def _masked(text: object, url: str) -> str:
     return out.replace(str(password), "***") if password else out
 
 
-# Any fixed 64-bit number: the advisory lock that serialises schema creation on PostgreSQL.
+@contextmanager
+def reachable(url: str) -> Iterator[None]:
+    """Turn a connection failure inside the block into one HarnessError line (password masked)."""
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        first = str(exc.orig).splitlines()[0] if exc.orig else str(exc)
+        raise HarnessError(
+            f"cannot reach database {mask_url(url)}: {_masked(first, url)}; check --db / HARNESS_DB"
+        ) from None
+
+
+# Any fixed 64-bit number: the advisory lock that serialises schema changes on PostgreSQL.
 _SCHEMA_LOCK = 0x6772616461747472
 
 
-def _create_schema(engine: Engine) -> None:
-    """CREATE TABLE IF NOT EXISTS for every table, safe with several workers starting at once.
+@contextmanager
+def schema_lock(engine: Engine) -> Iterator[Connection]:
+    """A connection in a transaction that no other process's schema change can interleave with.
 
-    On PostgreSQL two processes checking for a missing table at the same moment would both
-    create it and one would fail; DDL there is transactional, so a transaction-scoped advisory
-    lock makes the check-and-create atomic. (SQLite's write lock already serialises it.)
+    Workers starting together on a fresh database would otherwise all see no tables and all
+    create them (one fails). PostgreSQL: DDL is transactional, so a transaction-scoped
+    advisory lock makes check-and-create atomic. SQLite: BEGIN IMMEDIATE takes the write lock
+    at once (busy_timeout makes the others wait for it), and its DDL is transactional too.
     """
-    if engine.dialect.name == "postgresql":
-        with engine.begin() as conn:
+    with engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
+        if engine.dialect.name == "postgresql":
             conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
-            Base.metadata.create_all(conn)
-    else:
-        Base.metadata.create_all(engine)
+        yield conn
 
 
 def make_session_factory(engine: Engine) -> sessionmaker:
