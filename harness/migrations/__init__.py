@@ -124,6 +124,8 @@ def ensure_schema(engine: Engine, url: str) -> None:
     """
     if _fast_revision(engine) == HEAD:
         return
+    import alembic.command  # noqa: F401 -- now, not while holding the lock that others wait on
+
     with schema_lock(engine) as conn:
         state = read_state(conn)
         if state.revision is None:
