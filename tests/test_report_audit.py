@@ -18,7 +18,7 @@ from harness.report import export, html
 from harness.report.arms import Arm, arm_of
 from harness.report.load import load_results
 from harness.report.render import collect
-from harness.report.tables import build_tables
+from harness.report.tables import TABLE_SPECS, build_table
 from harness.report.variance import variance_table
 
 SEEDS = (1, 2, 3)
@@ -288,5 +288,53 @@ def test_variance_sources_fixed_varied_and_official_splits(sqlite_url):
     single = by_cell[("svhn", "gradattn_rope")]
     assert not any(single[s] for s in ("init", "order", "augmentation", "split"))
     assert note.startswith("Covered in some cells only: init, order, augmentation, split")
-    cell = build_tables(results)[0].cell(("digits",), "resnet18")
+    cell = build_table(TABLE_SPECS[0], results).cell(("digits",), "resnet18")  # Table 3
     assert cell["variance"].startswith("varies: init, order, augmentation; fixed: split")
+
+
+def _study(url: str, dataset: str, model: str, values: list[float | None], epochs: int) -> None:
+    """A real Optuna study as `harness tune` names it; a None value is a pruned trial."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from harness.tuning import study_name
+
+    study = optuna.create_study(
+        storage=url, study_name=study_name("paper", dataset, model), direction="maximize"
+    )
+    for key, value in {"protocol": "paper", "dataset": dataset, "model": model,
+                       "epochs": epochs, "seed": 42}.items():  # fmt: skip
+        study.set_user_attr(key, value)
+    for value in values:
+        state = TrialState.PRUNED if value is None else TrialState.COMPLETE
+        study.add_trial(
+            create_trial(
+                params={"lr": 1e-3}, distributions={"lr": FloatDistribution(1e-5, 1e-2, log=True)},
+                value=value, state=state,
+            )
+        )  # fmt: skip
+
+
+def test_tuning_summary_and_equal_budget_check(sqlite_url):
+    import optuna
+
+    from harness.report.tuned import tuning_table
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    engine = make_engine(sqlite_url)
+    table, why = tuning_table(engine)
+    assert table is None  # a database that was never tuned has no summary
+    _study(sqlite_url, "bloodmnist", "resnet18", [0.8, 0.9, None], epochs=10)
+    _study(sqlite_url, "bloodmnist", "gradattn_rope", [0.85, 0.7], epochs=10)
+    _study(sqlite_url, "svhn", "resnet18", [0.95], epochs=5)
+    _study(sqlite_url, "svhn", "gradattn_rope", [None], epochs=5)
+    table, why = tuning_table(engine)
+    assert why == "" and len(table.records) == 4
+    blood = _record(table, dataset="bloodmnist", model="resnet18")
+    assert (blood["trials_complete"], blood["trials_pruned"]) == (2, 1)
+    assert blood["best_value"] == pytest.approx(0.9)
+    assert blood["equal_budget"] == (
+        "no: gradattn_rope 2 trials, 10 epochs; resnet18 3 trials, 10 epochs"
+    )
+    assert _record(table, dataset="svhn", model="gradattn_rope")["equal_budget"] == "yes"
