@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "report",
     "demo",
     "bench",
+    "launch",
     "db",
 ]
 
