@@ -11,11 +11,12 @@ import re
 import numpy as np
 import pytest
 from scipy import stats as sps
-from synthetic_db import SyntheticRun, fill_synthetic
+from synthetic_db import SyntheticRun, fill_synthetic, replace
 
 from harness.db import make_engine
 from harness.report import export, html
-from harness.report.arms import Arm, arm_of
+from harness.report.arms import Arm, arm_of, split_arms
+from harness.report.audit import build_audit
 from harness.report.load import load_results
 from harness.report.render import collect
 from harness.report.tables import TABLE_SPECS, build_table
@@ -83,8 +84,12 @@ def audit_data(tmp_path_factory):
 
 
 def _table(data, title_part: str):
-    tables = [t for t in data.audit.tables() if title_part in t.title]
-    assert len(tables) == 1, [t.title for t in data.audit.tables()]
+    return _table_of(data.audit, title_part)
+
+
+def _table_of(audit, title_part: str):
+    tables = [t for t in audit.tables() if title_part in t.title]
+    assert len(tables) == 1, [t.title for t in audit.tables()]
     return tables[0]
 
 
@@ -243,6 +248,7 @@ def test_tuned_vs_paper_and_the_gap_under_both(audit_data):
     assert gaps["gap_tuned_ci"] == pytest.approx(list(_ci(after)))
     assert gaps["change"] == pytest.approx(after.mean() - before.mean())
     assert gaps["verdict"] == "gain not shown with tuned hyper-parameters (interval includes 0)"
+    assert gaps["equal_budget"] == "no tuning study in this database"
 
 
 def test_exports_carry_the_audit_sections(audit_data):
@@ -338,3 +344,11 @@ def test_tuning_summary_and_equal_budget_check(sqlite_url):
         "no: gradattn_rope 2 trials, 10 epochs; resnet18 3 trials, 10 epochs"
     )
     assert _record(table, dataset="svhn", model="gradattn_rope")["equal_budget"] == "yes"
+    # The gap table names the budget check of its (protocol, dataset).
+    fill_synthetic(engine, [run for run in _runs() if run.dataset == "svhn" and not run.quirks
+                            and run.protocol == "paper"])  # fmt: skip
+    fill_synthetic(engine, [replace(run, hparams="tuned") for run in _runs()
+                            if run.dataset == "svhn" and run.protocol == "paper" and not run.quirks])  # fmt: skip
+    audit = build_audit(split_arms(load_results(engine)), [], engine)
+    gap = _record(_table_of(audit, "GradAttn variant"), dataset="svhn")
+    assert gap["equal_budget"] == "yes" and audit.tuning is not None

@@ -98,11 +98,15 @@ def build_audit(arms: dict[Arm, pd.DataFrame], sections: list[Any], engine: Any)
             f"reference-code); present: {', '.join(sorted(protocols)) or 'none'}."
         )
     audit.claims_by_arm = claims_by_arm(sections)
-    audit.tuned = tuned_tables(arms)
+    audit.tuning, audit.tuning_note = tuning_table(engine)
+    budget = {
+        (str(r["protocol"]), str(r["dataset"])): str(r["equal_budget"])
+        for r in (audit.tuning.records if audit.tuning else [])
+    }
+    audit.tuned = tuned_tables(arms, budget)
     if not audit.tuned:
         audit.tuned_note = (
             "No protocol has runs with both paper and tuned hyper-parameters "
             "(`harness enqueue --hparams tuned` after `harness tune`)."
         )
-    audit.tuning, audit.tuning_note = tuning_table(engine)
     return audit

@@ -20,7 +20,7 @@ import pandas as pd
 from harness.config import QUIRKS, REPORT_TIME_QUIRKS, quirk_applies
 from harness.report import stats
 from harness.report.arms import Arm
-from harness.report.audit_table import AuditTable, cell, estimate_text, value
+from harness.report.audit_table import AuditTable, cell, delta, estimate_text, value
 from harness.report.load import PRIMARY_GHS
 from harness.report.tables import DATASET_LABELS, MODEL_LABELS, TABLE9_MODELS, label
 
@@ -60,6 +60,15 @@ def paired_between(
         out.update(delta=res.mean_diff, ci_low=res.ci_low, ci_high=res.ci_high,
                    p_value=res.p_value, p_permutation=res.p_permutation)  # fmt: skip
     return out
+
+
+def short_text(est: dict[str, Any]) -> str:
+    """'+0.012 (3 pairs)': a difference without its interval (that goes in the tooltip)."""
+    if not est["n_a"] or not est["n_b"]:
+        return "–"
+    pairs = est["n_pairs"]
+    how = f"{pairs} pair{'s' if pairs != 1 else ''}" if pairs else "unpaired"
+    return f"{delta(est['delta'], est['metric'])} ({how})"
 
 
 def _silent_effect(frame: pd.DataFrame | None, dataset: str, model: str) -> dict[str, Any]:
@@ -195,7 +204,10 @@ def dataset_differences(arms: dict[Arm, pd.DataFrame]) -> list[AuditTable]:
                 [cell(label(model, MODEL_LABELS)),
                  cell(f"{value(top['mean_a'], 'top1')} ({top['n_a']})", top["mean_a"]),
                  cell(f"{value(top['mean_b'], 'top1')} ({top['n_b']})", top["mean_b"])]
-                + [cell(estimate_text(ests[m]), ests[m]["delta"]) for m in DIFF_METRICS]
+                + [cell(estimate_text(top), top["delta"])]
+                # The secondary metrics show the mean difference; the interval in the tooltip.
+                + [cell(short_text(ests[m]), ests[m]["delta"], title=estimate_text(ests[m]))
+                   for m in DIFF_METRICS[1:]]
             )  # fmt: skip
             side.records.append({"dataset": dataset, "model": model, **ests})
             for rec in switch_effects(dataset, model, arms, top):
