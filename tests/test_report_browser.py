@@ -86,6 +86,17 @@ def test_report_in_headless_chromium(tmp_path_factory):
             assert [float(v) for v in values if v] == sorted(numbers, reverse=True)
             assert header.get_attribute("aria-sort") == "descending"
 
+            # Audit sections: a claims-by-arm verdict leads to that arm's claim details.
+            link = page.locator('table[data-audit="claims-by-arm"] tbody tr >> nth=0').locator(
+                "a >> nth=1"
+            )
+            target = link.get_attribute("href")
+            assert target.startswith("#p-reference-code-claim-")
+            link.click()
+            assert page.evaluate("location.hash") == target
+            assert page.locator(target).is_visible()
+            assert page.locator('table[data-audit="diff-0"]').is_visible()
+
             # The markup-named model is text on the page, and no script of its ran.
             assert page.get_by_text("<script>alert(1)</script>").count() >= 1
             assert page.evaluate("document.scripts.length") == 1
