@@ -25,7 +25,7 @@ from sqlalchemy import ColumnElement, Connection, func, insert, literal, select,
 from sqlalchemy.engine import Engine
 from sqlalchemy.types import DateTime
 
-from harness import __version__
+from harness import __version__, faults
 from harness.config import JobSpec, TrainConfig
 from harness.db import Job, WorkerRow
 
@@ -206,6 +206,8 @@ def claim(engine: Engine, worker_id: str, device: str, lease_seconds: float) -> 
                 Job.max_attempts,
             )
         ).first()
+        if row is not None:
+            faults.point("claim")  # the fault suite: killed after the UPDATE, before the commit
     if row is None:
         return None
     return ClaimedJob(
@@ -319,10 +321,18 @@ def register_worker(engine: Engine, worker_id: str, host: str, pid: int, device:
         )
 
 
-def stop_worker(engine: Engine, worker_id: str) -> None:
+def stop_worker(
+    engine: Engine, worker_id: str, reason: str | None = None, *, quarantined: bool = False
+) -> None:
+    """Mark the worker stopped, with why; `quarantined` when its device kept failing jobs."""
     with engine.begin() as conn:
         conn.execute(
             update(WorkerRow)
             .where(WorkerRow.id == worker_id)
-            .values(stopped=True, heartbeat_at=db_now(conn))
+            .values(
+                stopped=True,
+                heartbeat_at=db_now(conn),
+                stop_reason=reason,
+                quarantined=quarantined,
+            )
         )

@@ -1,7 +1,8 @@
 """Writing a job's results under its lease: epoch rows as they finish, then the outcome.
 
 Both are fenced like every other lease operation (harness.queue): a worker that lost its job
-to another writes nothing.
+to another writes nothing. This module imports no torch (nor harness.metrics, which does), so
+a worker process pays for torch only when its runner needs it.
 """
 
 from __future__ import annotations
@@ -11,9 +12,25 @@ from typing import Any
 from sqlalchemy import delete, insert, update
 from sqlalchemy.engine import Engine
 
+from harness import faults
 from harness.db import EpochRow, GradientLayer, Job, Result
-from harness.metrics import METRIC_KEYS
 from harness.queue import Lease, count_outcome, db_now, lease_held, write_connection
+
+# The metric columns of `results`: harness.metrics.METRIC_KEYS, repeated here because that module
+# imports torch (tests/test_faults_units.py checks that the two agree).
+METRIC_COLUMNS = (
+    "top1",
+    "top3",
+    "top5",
+    "precision_macro",
+    "recall_macro",
+    "f1_macro",
+    "precision_weighted",
+    "recall_weighted",
+    "f1_weighted",
+    "ece",
+    "nll",
+)
 
 
 def _epoch_row(job_id: int, record: Any, slots: int) -> dict[str, Any]:
@@ -51,6 +68,7 @@ def record_epoch(
             delete(EpochRow).where(EpochRow.job_id == lease.job_id, EpochRow.epoch == record.epoch)
         )
         conn.execute(insert(EpochRow), [_epoch_row(lease.job_id, record, slots)])
+        faults.point("record")  # the fault suite: killed before this transaction commits
     return True
 
 
@@ -73,7 +91,7 @@ def complete(engine: Engine, lease: Lease, outcome: Any, slots: int) -> bool:
         if held != 1:
             return False  # fenced out: nothing was written
         job_id = lease.job_id
-        result = {key: outcome.metrics.get(key) for key in METRIC_KEYS}
+        result = {key: outcome.metrics.get(key) for key in METRIC_COLUMNS}
         result.update(
             job_id=job_id,
             gen_gap_best=outcome.gen_gap_best,
@@ -101,4 +119,5 @@ def complete(engine: Engine, lease: Lease, outcome: Any, slots: int) -> bool:
                 [{**layer, "job_id": job_id} for layer in outcome.gradient_layers],
             )
         count_outcome(conn, lease.worker_id, done=True)
+        faults.point("complete")  # the fault suite: killed while writing results, pre-commit
     return True

@@ -6,6 +6,10 @@ One loop per process. `--slots K` starts K child processes of this same loop on 
 Stopping: SIGTERM/SIGINT set a flag that run_job polls between batches (should_stop); the job
 is released back to the queue without counting an attempt and its checkpoint is kept, so the
 next claim resumes after the last finished epoch. A second signal stops at once.
+
+Faults (docs/QUEUE.md): every database call rides out an outage with backoff for up to
+`db_patience` seconds, then the worker stops with one line (DatabaseUnreachable); a worker whose
+jobs fail `max_consecutive_failures` times in a row quarantines itself (workers.quarantined).
 """
 
 from __future__ import annotations
@@ -15,12 +19,11 @@ import os
 import random
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,12 +31,17 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
 
 from harness import queue
+from harness.checkpoint import stray_temporaries
 from harness.db import Job
+from harness.faults import DB_ERRORS, Backoff, DatabaseUnreachable, first_line
 from harness.queue import ClaimedJob, Lease
 from harness.recording import complete, record_epoch
+from harness.worker_parts import Heartbeat, last_line, load_runner, progress_bar
+from harness.worker_processes import run_slot_processes, run_worker_processes
+
+__all__ = ["Worker", "WorkerOptions", "WorkerSummary", "run_slot_processes", "run_worker_processes"]
 
 log = logging.getLogger("harness.worker")
 
@@ -54,6 +62,11 @@ class WorkerOptions:
     # Claim only while no other job runs on this host's device (Table 8 timings); see
     # docs/QUEUE.md for the race window this leaves.
     exclusive: bool = False
+    # Seconds of database outage to ride out (retrying with backoff) before stopping.
+    db_patience: float = 300.0
+    # "MODULE:FUNC" with run_job's signature, MODULE also defining JobInterrupted; None is
+    # harness.train. A test hook: the fault suite swaps in a stand-in that trains nothing.
+    runner: str | None = None
 
 
 @dataclass
@@ -63,41 +76,8 @@ class WorkerSummary:
     released: int = 0
     lost: int = 0  # leases taken away from this worker (it was too slow to heartbeat)
     stop_reason: str = ""
-    gave_up: bool = False  # stopped after max_consecutive_failures
+    gave_up: bool = False  # quarantined after max_consecutive_failures
     outcomes: list[str] = field(default_factory=list)
-
-
-class _Heartbeat(threading.Thread):
-    """Renews a lease every third of its length; sets `lost` when fenced out."""
-
-    def __init__(self, engine: Engine, lease: Lease, lease_seconds: float) -> None:
-        super().__init__(name=f"heartbeat-{lease.job_id}", daemon=True)
-        self.engine, self.lease, self.lease_seconds = engine, lease, lease_seconds
-        self.lost = threading.Event()
-        self._done = threading.Event()
-
-    def run(self) -> None:
-        interval = max(0.1, self.lease_seconds / 3)
-        while not self._done.wait(interval):
-            try:
-                held = queue.heartbeat(self.engine, self.lease, self.lease_seconds)
-            except Exception as exc:  # a busy or briefly unreachable DB: try again next beat
-                log.warning("heartbeat for job %d failed: %s", self.lease.job_id, exc)
-                continue
-            if not held:
-                self.lost.set()
-                return
-
-    def stop(self) -> None:
-        self._done.set()
-        self.join()
-
-
-def default_runner() -> tuple[Callable[..., Any], type[BaseException]]:
-    """harness.train's run_job and its JobInterrupted (imported late: torch is heavy)."""
-    from harness.train import JobInterrupted, run_job
-
-    return run_job, JobInterrupted
 
 
 class Worker:
@@ -112,6 +92,12 @@ class Worker:
         self._stop_reason = ""
         progress = options.progress
         self.progress = sys.stderr.isatty() if progress is None else progress
+        self.runner = load_runner(options.runner)
+        self.last_failure = ""  # the exception line of the last failed job
+        # One outage clock for the whole loop: claims, epoch rows, outcomes.
+        self.backoff = Backoff(
+            engine.url.render_as_string(hide_password=False), options.db_patience
+        )
 
     # -- stopping ---------------------------------------------------------------------------
 
@@ -143,7 +129,12 @@ class Worker:
     def run(self) -> WorkerSummary:
         opts = self.options
         summary = WorkerSummary()
-        queue.register_worker(self.engine, self.worker_id, self.host, os.getpid(), opts.device)
+        self.backoff.call(
+            "register",
+            lambda: queue.register_worker(
+                self.engine, self.worker_id, self.host, os.getpid(), opts.device
+            ),
+        )
         log.info(
             "worker %s on %s (slot %d/%d)",
             self.worker_id,
@@ -159,10 +150,14 @@ class Worker:
                     break
                 try:
                     job, busy = self.claim_next()
-                except OperationalError as exc:  # locked or briefly unreachable: try again
-                    log.warning("claim failed (%s); retrying", str(exc.orig or exc)[:200])
-                    self._stop.wait(opts.poll_seconds)
+                except DB_ERRORS as exc:  # locked or unreachable: back off, up to the patience
+                    try:
+                        self._stop.wait(self.backoff.failed("claim", exc))
+                    except DatabaseUnreachable as gone:
+                        summary.stop_reason = f"{gone}; worker stopped, holding no job"
+                        raise DatabaseUnreachable(summary.stop_reason) from None
                     continue
+                self.backoff.succeeded()
                 if busy:
                     # Random back-off: two exclusive workers that collide do not collide again.
                     self._stop.wait(opts.poll_seconds * random.uniform(0.5, 1.5))
@@ -173,21 +168,27 @@ class Worker:
                         break
                     self._stop.wait(opts.poll_seconds)
                     continue
-                outcome = self.run_one(job)
+                try:
+                    outcome = self.run_one(job)
+                except DatabaseUnreachable as gone:
+                    summary.stop_reason = str(gone)
+                    raise
                 summary.outcomes.append(outcome)
                 setattr(summary, outcome, getattr(summary, outcome) + 1)
                 failures_in_a_row = failures_in_a_row + 1 if outcome == "failed" else 0
                 if failures_in_a_row >= opts.max_consecutive_failures > 0:
                     summary.stop_reason = (
-                        f"{failures_in_a_row} jobs failed in a row; check the device and data "
-                        "(`harness status` shows the errors), then `harness retry --failed`"
+                        f"worker {self.worker_id} quarantined: {failures_in_a_row} jobs failed "
+                        f"in a row on {opts.device} (last: {self.last_failure}); it claims no "
+                        "more; check the device, then `harness retry --failed` and start a "
+                        "new worker"
                     )
                     summary.gave_up = True
-                    log.error("stopping: %s", summary.stop_reason)
+                    log.error("%s", summary.stop_reason)
                     break
         finally:
-            queue.stop_worker(self.engine, self.worker_id)
-        summary.stop_reason = summary.stop_reason or self._stop_reason
+            summary.stop_reason = summary.stop_reason or self._stop_reason
+            self._mark_stopped(summary)
         log.info(
             "worker %s stopped (%s): %d done, %d failed, %d released, %d leases lost",
             self.worker_id,
@@ -198,6 +199,19 @@ class Worker:
             summary.lost,
         )
         return summary
+
+    def _mark_stopped(self, summary: WorkerSummary) -> None:
+        """The workers row: stopped, why, and whether quarantined. Best effort: when the
+        database is gone this must not hide the reason the loop ended."""
+        try:
+            queue.stop_worker(
+                self.engine,
+                self.worker_id,
+                summary.stop_reason or "interrupted",
+                quarantined=summary.gave_up,
+            )
+        except DB_ERRORS as exc:
+            log.warning("could not mark worker %s stopped: %s", self.worker_id, first_line(exc))
 
     def claim_next(self) -> tuple[ClaimedJob | None, bool]:
         """(the claimed job or None, whether an --exclusive worker found its device busy)."""
@@ -234,19 +248,32 @@ class Worker:
 
     def run_one(self, job: ClaimedJob) -> str:
         """Run one claimed job; returns done, failed, released or lost."""
-        run_job, job_interrupted = default_runner()
+        try:
+            return self._run_one(job)
+        except DatabaseUnreachable as gone:
+            raise DatabaseUnreachable(
+                f"{gone}; worker stopped; job {job.id} stays leased to it and goes back to the "
+                "queue when its lease expires (resuming from its checkpoint)"
+            ) from None
+
+    def _run_one(self, job: ClaimedJob) -> str:
+        run_job, job_interrupted = self.runner
         opts = self.options
         lease = job.lease
         label = f"job {job.id} {job.model}/{job.dataset}/seed {job.seed}"
         log.info("claimed job %d attempt %d (%s)", job.id, job.attempts, label)
         spec = job.spec()
-        opts.checkpoints.mkdir(parents=True, exist_ok=True)
         checkpoint = opts.checkpoints / f"{job.key}.pt"
-        beat = _Heartbeat(self.engine, lease, opts.lease_seconds)
-        bar = _progress_bar(label, spec.config.max_epochs, opts.slot_index, self.progress)
+        beat = Heartbeat(self.engine, lease, opts.lease_seconds)
+        bar = progress_bar(label, spec.config.max_epochs, opts.slot_index, self.progress)
+        retrying = self.backoff.call
 
         def on_epoch(record: Any) -> None:
-            if not record_epoch(self.engine, lease, record, opts.lease_seconds, opts.slots):
+            written = retrying(
+                "epoch row",
+                lambda: record_epoch(self.engine, lease, record, opts.lease_seconds, opts.slots),
+            )
+            if not written:
                 beat.lost.set()
             if bar is not None:
                 bar.n = record.epoch
@@ -271,13 +298,18 @@ class Worker:
             return self._interrupted(lease, beat, label)
         except KeyboardInterrupt:
             beat.stop()
-            queue.release(self.engine, lease)
+            retrying("release", lambda: queue.release(self.engine, lease))
             log.info("%s released (forced stop)", label)
+            raise
+        except DatabaseUnreachable:
+            beat.stop()  # nothing can be written; the lease runs out and the job is requeued
             raise
         except Exception:
             beat.stop()
-            queue.fail(self.engine, lease, traceback.format_exc())
-            log.error("%s failed: %s", label, _last_line())
+            error = traceback.format_exc()
+            self.last_failure = last_line()
+            retrying("failure", lambda: queue.fail(self.engine, lease, error))
+            log.error("%s failed: %s", label, self.last_failure)
             return "failed"
         finally:
             if bar is not None:
@@ -286,83 +318,41 @@ class Worker:
         if opts.exclusive:
             outcome.extra["exclusive"] = True  # timed alone on its device (slots is 1)
         try:
-            completed = complete(self.engine, lease, outcome, opts.slots)
+            completed = retrying(
+                "completion", lambda: complete(self.engine, lease, outcome, opts.slots)
+            )
+        except DatabaseUnreachable:
+            raise
         except Exception:
             # The outcome could not be stored (its transaction rolled back): say why in the job
             # rather than let the lease run out with no explanation.
-            queue.fail(self.engine, lease, traceback.format_exc())
-            log.error("%s: storing the outcome failed: %s", label, _last_line())
+            error = traceback.format_exc()
+            self.last_failure = last_line()
+            retrying("failure", lambda: queue.fail(self.engine, lease, error))
+            log.error("%s: storing the outcome failed: %s", label, self.last_failure)
             return "failed"
-        if not completed:
+        # A commit whose acknowledgement was lost to an outage is retried, finds the job no
+        # longer running, and reports False: look whether it was our own attempt that finished.
+        if not completed and not retrying("check", lambda: self._finished_by_us(lease)):
             log.warning("%s: lease lost before completion; another worker owns it", label)
             return "lost"
-        checkpoint.unlink(missing_ok=True)
+        for path in (checkpoint, *stray_temporaries(checkpoint)):
+            path.unlink(missing_ok=True)  # also what writers killed mid-write left behind
         log.info("%s done: top1 %.4f", label, outcome.metrics.get("top1") or float("nan"))
         return "done"
 
-    def _interrupted(self, lease: Lease, beat: _Heartbeat, label: str) -> str:
+    def _finished_by_us(self, lease: Lease) -> bool:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(Job.status, Job.worker_id, Job.attempts).where(Job.id == lease.job_id)
+            ).one()
+        return tuple(row) == ("done", lease.worker_id, lease.attempt)
+
+    def _interrupted(self, lease: Lease, beat: Heartbeat, label: str) -> str:
         beat.stop()
         if beat.lost.is_set():
             log.warning("%s: lease lost (heartbeats too late); job left to its new owner", label)
             return "lost"
-        queue.release(self.engine, lease)
+        self.backoff.call("release", lambda: queue.release(self.engine, lease))
         log.info("%s released back to the queue; its checkpoint is kept", label)
         return "released"
-
-
-def _last_line() -> str:
-    """The exception line of the traceback being handled."""
-    lines = traceback.format_exc().strip().splitlines()
-    return lines[-1] if lines else "?"
-
-
-def _progress_bar(label: str, total: int, position: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        desc=label,
-        unit="epoch",
-        position=position,
-        leave=False,
-        file=sys.stderr,
-        dynamic_ncols=True,
-    )
-
-
-def run_slot_processes(child_argv: list[str], slots: int, db_url: str) -> int:
-    """Run `slots` copies of the worker loop as child processes; forward SIGTERM/SIGINT."""
-    return run_worker_processes(
-        [[*child_argv, "--slot-index", str(i)] for i in range(slots)], db_url
-    )
-
-
-def run_worker_processes(child_argvs: list[list[str]], db_url: str) -> int:
-    """One child `harness` process per argv (e.g. one per GPU and slot); forward SIGTERM/SIGINT
-    to them and return the exit code furthest from 0."""
-    # The URL travels in the environment, not the command line, where `ps` would show a
-    # database password to every user of the host.
-    env = {**os.environ, "HARNESS_DB": db_url}
-    # Each child in its own session: a Ctrl-C on the terminal reaches only this parent, which
-    # forwards it once (twice would mean "stop now" to the children).
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-m", "harness.cli", *argv], start_new_session=True, env=env
-        )
-        for argv in child_argvs
-    ]
-
-    def forward(signum: int, _frame: Any) -> None:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signum)
-
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        codes = [child.wait() for child in children]
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return max(codes, key=abs) if codes else 0

@@ -64,3 +64,22 @@ def postgres_url(pg_server, request) -> str:
 
 
 _DATABASE_COUNT = [0]
+
+
+# The fault suite's figures (tests/test_faults.py): one line per run, printed after the tests so
+# CI's log shows them (e.g. "faults[sqlite]: 1000 jobs, 16 workers, 0 duplicates, 0 lost, ...").
+_FAULT_FIGURES = pytest.StashKey[list]()
+
+
+@pytest.fixture
+def fault_figures(pytestconfig: pytest.Config) -> list[str]:
+    """A list the fault tests append their figure lines to."""
+    return pytestconfig.stash.setdefault(_FAULT_FIGURES, [])
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001
+    figures = config.stash.get(_FAULT_FIGURES, [])
+    if figures:
+        terminalreporter.section("fault-injection figures")
+        for line in figures:
+            terminalreporter.write_line(line)

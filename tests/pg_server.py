@@ -71,6 +71,7 @@ class PostgresServer:
             os.chown(self.root, account.pw_uid, account.pw_gid)
             self._as_user = ["runuser", "-u", "postgres", "--"]
         self.started = False
+        self._options = ""
 
     def _run(self, *argv: str) -> None:
         command = [*self._as_user, *argv]
@@ -96,12 +97,25 @@ class PostgresServer:
             # Not UTC on purpose: harness.db must set its sessions to UTC itself.
             "-c max_connections=200 -c TimeZone=Asia/Kathmandu"
         )
+        self._options = options
+        self.resume()
+        return self
+
+    def resume(self) -> None:
+        """(Re)start the server on the same cluster, port and socket (after `pause`)."""
         self._run(
             str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
-            "-w", "-t", "60", "-o", options, "start",
+            "-w", "-t", "60", "-o", self._options, "start",
         )  # fmt: skip
         self.started = True
-        return self
+
+    def pause(self) -> None:
+        """Stop the server but keep its cluster: clients see a real outage until `resume`.
+
+        Fast shutdown: open connections are terminated (as a crashed or restarted server
+        would), new ones are refused."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+        self.started = False
 
     def url(self, database: str = "postgres", password: str | None = None) -> str:
         auth = f"{self.user}:{password}" if password else self.user

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from harness.commands._common import add_db_option, db_url
-from harness.db import JOB_STATES, EpochRow, Job
+from harness.db import JOB_STATES, EpochRow, Job, WorkerRow
 from harness.errors import HarnessError
 
 
@@ -58,6 +58,14 @@ class FailedJob:
 
 
 @dataclass
+class QuarantinedWorker:
+    host: str
+    pid: int
+    device: str
+    reason: str
+
+
+@dataclass
 class QueueStatus:
     counts: dict[str, int]
     running: list[RunningJob] = field(default_factory=list)
@@ -65,6 +73,7 @@ class QueueStatus:
     mean_epoch_seconds: float | None = None
     epochs_measured: int = 0
     remaining_epochs: int = 0  # an upper bound: early stopping ends most jobs sooner
+    quarantined: list[QuarantinedWorker] = field(default_factory=list)
 
     @property
     def eta_seconds(self) -> float | None:
@@ -119,6 +128,13 @@ def collect_status(engine: Engine, max_failures: int = 20) -> QueueStatus:
             FailedJob(job.id, _label(job), job.attempts, last_error_line(job.error))
             for job in failed
         ]
+        quarantined = conn.execute(
+            select(WorkerRow).where(WorkerRow.quarantined).order_by(WorkerRow.started_at)
+        ).scalars()
+        status.quarantined = [
+            QuarantinedWorker(w.host, w.pid, w.device, w.stop_reason or "(no reason recorded)")
+            for w in quarantined
+        ]
     return status
 
 
@@ -134,6 +150,16 @@ def format_status(status: QueueStatus) -> str:
     lines = [
         "jobs: " + ", ".join(f"{status.counts[s]} {s}" for s in JOB_STATES) + f" ({total} total)"
     ]
+    if status.quarantined:
+        # Right under the counts: a device that fails every job is the first thing to fix.
+        lines.append(
+            f"QUARANTINED workers ({len(status.quarantined)}): they stopped claiming after "
+            "failing jobs in a row; fix the device, `harness retry --failed`, start new workers"
+        )
+        for worker in status.quarantined:
+            lines.append(
+                f"  host {worker.host} pid {worker.pid} device {worker.device}: {worker.reason}"
+            )
     if status.running:
         lines.append("running:")
         for job in status.running:

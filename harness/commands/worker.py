@@ -13,6 +13,7 @@ from harness.errors import HarnessError
 
 DEFAULT_CHECKPOINTS = "checkpoints"
 DEFAULT_LEASE_SECONDS = 120.0
+DEFAULT_DB_PATIENCE = 300.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -82,7 +83,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="stop after N jobs failed in a row (default 5; 0 = never)",
     )
+    parser.add_argument(
+        "--db-patience",
+        type=float,
+        default=DEFAULT_DB_PATIENCE,
+        metavar="S",
+        help="ride out a database outage for S seconds, retrying with backoff, then stop "
+        f"(default {DEFAULT_DB_PATIENCE:g})",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    # Test hook (docs/QUEUE.md, "Fault-injection suite"): MODULE:FUNC replacing harness.train's
+    # run_job, MODULE also defining JobInterrupted.
+    parser.add_argument("--runner", default=None, help=argparse.SUPPRESS)
     # Set by the parent of --slots K on its children only.
     parser.add_argument("--slot-index", type=int, default=None, help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
@@ -175,6 +187,8 @@ def _child_argv(args: argparse.Namespace, device: str) -> list[str]:
         str(args.poll_seconds),
         "--max-failures",
         str(args.max_failures),
+        "--db-patience",
+        str(args.db_patience),
         "--data",
         str(data_root(args)),
     ]
@@ -186,11 +200,14 @@ def _child_argv(args: argparse.Namespace, device: str) -> list[str]:
         argv.append("--no-progress")
     if args.exclusive:
         argv.append("--exclusive")
+    if args.runner:
+        argv += ["--runner", args.runner]
     return argv
 
 
 def run(args: argparse.Namespace) -> int:
     from harness.db import make_engine
+    from harness.faults import fault_plan
     from harness.worker import Worker, WorkerOptions, run_slot_processes, run_worker_processes
 
     if args.slots < 1:
@@ -199,6 +216,9 @@ def run(args: argparse.Namespace) -> int:
         raise HarnessError(f"--lease-seconds must be positive (got {args.lease_seconds:g})")
     if args.max_jobs is not None and args.max_jobs < 1:
         raise HarnessError(f"--max-jobs must be at least 1 (got {args.max_jobs})")
+    if args.db_patience < 0:
+        raise HarnessError(f"--db-patience must be 0 or more seconds (got {args.db_patience:g})")
+    fault_plan()  # a malformed HARNESS_FAULTS is one line here, not a crash mid-claim
     if args.exclusive and args.slots > 1:
         raise HarnessError(
             f"--exclusive runs one job per device alone; drop --slots {args.slots} "
@@ -225,8 +245,14 @@ def run(args: argparse.Namespace) -> int:
         progress=False if args.no_progress else None,
         max_consecutive_failures=args.max_failures,
         exclusive=args.exclusive,
+        db_patience=args.db_patience,
+        runner=args.runner,
     )
     worker = Worker(engine, options)
     with worker.signals_handled():
-        summary = worker.run()
-    return 1 if summary.gave_up else 0
+        summary = worker.run()  # DatabaseUnreachable: one line from the CLI, exit code 2
+    if summary.gave_up:
+        # Quarantined: one line, exit code 1 (the device, not the command line, is at fault).
+        print(f"harness: error: {summary.stop_reason}", file=sys.stderr)
+        return 1
+    return 0
