@@ -143,13 +143,14 @@ class LaunchTask(Checkpointable):
         )
         previous = self._install_handlers()
         try:
-            with _usr2_ignored_for_children():
-                # Its own session: a Ctrl-C on a terminal reaches it once, through us.
-                self._proc = subprocess.Popen(argv, env=child_env, start_new_session=True)
-            if self._stop_reason is not None:  # a signal came before the worker existed
-                self._signal_worker(signal.SIGTERM)
-            while self._poll() is None:
-                time.sleep(0.2)
+            if self._stop_reason is None:  # not already told to stop
+                with _usr2_ignored_for_children():
+                    # Its own session: a Ctrl-C on a terminal reaches it once, through us.
+                    self._proc = subprocess.Popen(argv, env=child_env, start_new_session=True)
+                if self._stop_reason is not None:  # the signal came while it was starting
+                    self._signal_worker(signal.SIGTERM)
+                while self._poll() is None:
+                    time.sleep(0.2)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
