@@ -248,6 +248,12 @@ def test_launch_refusals_are_one_line(tmp_path, sqlite_url, capsys, monkeypatch,
     assert not (tmp_path / "submitted.sh").exists()
 
 
+def test_help_renders(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["launch", "--help"])
+    assert exit_info.value.code == 0 and "default launch/%j" in capsys.readouterr().out
+
+
 def test_slurm_and_local_are_exclusive(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["launch", "--slurm", "--local"])

@@ -70,7 +70,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--logs",
         default=DEFAULT_LOGS,
         metavar="DIR",
-        help=f"submitit's folder (%%j: job id; default {DEFAULT_LOGS}); on a shared file "
+        help=f"submitit's folder (%%j: job id; default {DEFAULT_LOGS.replace('%', '%%')}); "
+        "on a shared file "
         "system for Slurm",
     )
     parser.add_argument(
