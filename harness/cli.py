@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "demo",
     "bench",
     "launch",
+    "tune",
     "db",
 ]
 

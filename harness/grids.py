@@ -14,7 +14,7 @@ optional ``split_seed``; see docs/QUEUE.md.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -61,11 +61,15 @@ class Grid:
     # The split seed follows the run seed, so the spread over seeds includes split variance.
     vary_split: bool = False
 
-    def jobs(self) -> list[JobSpec]:
-        """One JobSpec per (cell, seed), configured by the protocol and the overrides."""
+    def jobs(
+        self, cell_overrides: Mapping[tuple[str, str], dict[str, Any]] | None = None
+    ) -> list[JobSpec]:
+        """One JobSpec per (cell, seed), configured by the protocol and the overrides;
+        `cell_overrides[(model, dataset)]` adds a cell's own settings (tuned hyper-parameters)."""
         specs = []
         for (model, dataset), seed in itertools.product(self.cells, self.seeds):
-            config = resolve_config(self.protocol, dataset, model, self.overrides)
+            own = (cell_overrides or {}).get((model, dataset), {})
+            config = resolve_config(self.protocol, dataset, model, {**self.overrides, **own})
             split_seed = seed if self.vary_split else self.split_seed
             specs.append(JobSpec(model, dataset, seed, split_seed, self.protocol, config))
         return specs

@@ -63,6 +63,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="claims a job may use up before it is failed (default 3)",
     )
+    parser.add_argument(
+        "--hparams",
+        choices=("paper", "tuned"),
+        default="paper",
+        help="paper: Table 1's lr / weight decay / dropout; tuned: each cell's best trial of "
+        "`harness tune` (every cell must be tuned with the same budget; docs/TUNING.md)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="show what would be queued")
     parser.set_defaults(func=run)
 
@@ -98,7 +105,10 @@ def run(args: argparse.Namespace) -> int:
         split_seed=args.split_seed,
         vary_split=args.vary_split,
     )
-    specs = grid.jobs()
+    if "hparams" in grid.overrides:
+        raise HarnessError("hparams is set by --hparams paper|tuned, not by --set or a grid file")
+    cell_overrides = _tuned(args, grid) if args.hparams == "tuned" else None
+    specs = grid.jobs(cell_overrides)
     per_dataset = Counter(spec.dataset for spec in specs)
     summary = (
         f"grid {grid.name!r}: {len(grid.cells)} cells x {len(grid.seeds)} seed(s) "
@@ -112,6 +122,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {dataset}: {count} jobs ({', '.join(models)})")
         if grid.overrides:
             print("  overrides: " + ", ".join(f"{k}={v}" for k, v in grid.overrides.items()))
+        for (model, dataset), best in (cell_overrides or {}).items():
+            shown = ", ".join(f"{k}={v:.3g}" for k, v in best.items() if k != "hparams")
+            print(f"  tuned {model}/{dataset}: {shown}")
         print("dry run: nothing queued")
         return 0
     engine = make_engine(db_url(args))
@@ -119,3 +132,27 @@ def run(args: argparse.Namespace) -> int:
     print(summary)
     print(f"{result.new} new, {result.existing} already queued/done")
     return 0
+
+
+def _tuned(args: argparse.Namespace, grid: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    """Per cell: the best trial's settings plus hparams=tuned (refused unless every cell was
+    tuned with the same budget; a searched key also set by hand is a contradiction)."""
+    from harness.db import mask_url
+    from harness.tuning import SEARCHED_KEYS
+    from harness.tuning_results import tuned_overrides
+
+    clash = [key for key in SEARCHED_KEYS if key in grid.overrides]
+    if clash:
+        raise HarnessError(
+            f"--hparams tuned takes {', '.join(clash)} from each cell's tuning study; drop "
+            f"{', '.join(f'--set {k}=...' for k in clash)} (or those keys of the grid file's "
+            "overrides), or use --hparams paper"
+        )
+    url = db_url(args)
+    best = tuned_overrides(
+        url,
+        grid.protocol,
+        grid.cells,
+        db_option=f" --db {mask_url(url)}" if args.db else "",
+    )
+    return {cell: {**params, "hparams": "tuned"} for cell, params in best.items()}
