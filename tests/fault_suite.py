@@ -162,7 +162,7 @@ class FaultRun:
                     self.deaths[victim.pid] = time.time()
                     kills_left -= 1
                     next_kill = time.monotonic() + rng.uniform(0.3, 1.2)
-                time.sleep(0.05)
+                time.sleep(0.1)
         finally:
             self.stop()
         return time.monotonic() - started
