@@ -211,26 +211,31 @@ def tune_cell(
         return _run_trial(trial, spec, device, data_root, progress)
 
     complete, pruned = _finished(study)
-    ran = 0
+    mine: list[int] = []  # trials this process finished (others may tune the study too)
     if complete + pruned < trials:
         from optuna.study import MaxTrialsCallback
         from optuna.trial import TrialState
 
-        budget = MaxTrialsCallback(trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
-        callbacks = [budget] + ([lambda _s, t: on_trial(t)] if on_trial else [])
-        before = complete + pruned
+        def count(_study: Any, frozen: Any) -> None:
+            if frozen.state in (TrialState.COMPLETE, TrialState.PRUNED):
+                mine.append(frozen.number)
+            if on_trial is not None:
+                on_trial(frozen)
+
         study.optimize(
             objective,
-            n_trials=trials - before,
+            n_trials=trials - complete - pruned,
             catch=(_SurplusTrial,),
-            callbacks=callbacks,
+            callbacks=[
+                MaxTrialsCallback(trials, states=(TrialState.COMPLETE, TrialState.PRUNED)),
+                count,
+            ],
         )
         complete, pruned = _finished(study)
-        ran = max(0, complete + pruned - before)
     best_value, best_params = _best(study)
     return TuneSummary(
         protocol, dataset, model, name, complete, pruned, best_value, best_params,
-        epochs, seed, ran,
+        epochs, seed, len(mine),
     )  # fmt: skip
 
 

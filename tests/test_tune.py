@@ -139,6 +139,22 @@ def test_a_poor_trial_is_pruned_and_stops_early(sqlite_url):
     assert pruned.user_attrs["epochs_run"] == 1 and list(pruned.intermediate_values) == [1]
 
 
+def test_running_trials_of_another_tuner_hold_their_places(sqlite_url):
+    """Two trials running elsewhere fill a budget of 2: this tuner's trial is surplus (FAIL,
+    not counted) and it trains nothing, so concurrent tuners never exceed N."""
+    make_engine(sqlite_url)
+    name = study_name("paper", "digits", "resnet18")
+    study = optuna.create_study(storage=sqlite_url, study_name=name, direction="maximize")
+    study.ask(), study.ask()  # another process's two running trials
+    summary = tune_cell(
+        sqlite_url, "paper", "digits", "resnet18", 2, 1, data_root=NO_DATA, overrides=TINY
+    )
+    assert (summary.ran, summary.trials_complete, summary.trials_pruned) == (0, 0, 0)
+    third = optuna.load_study(study_name=name, storage=sqlite_url).trials[2]
+    assert third.state == optuna.trial.TrialState.FAIL and third.user_attrs["surplus"] is True
+    assert "epochs_run" not in third.user_attrs  # no training happened
+
+
 def _enqueue(url: str, *argv: str) -> int:
     return main(["enqueue", "--grid", "demo", "--db", url, "--seeds", "1", *argv])
 
