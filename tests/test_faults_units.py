@@ -115,3 +115,19 @@ def test_backoff_gives_up_after_the_patience_with_one_line(caplog):
     assert len(retries) >= 3 and retries[0].startswith("claim: database unreachable")
     delays = [float(m.split(" in ")[1].split(" s")[0]) for m in retries]
     assert max(delays) <= 0.6  # never waits past the patience
+
+
+def test_worker_options_for_faults(capsys, sqlite_url):
+    from harness.cli import main
+
+    assert main(["worker", "--db", sqlite_url, "--db-patience", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err == "harness: error: --db-patience must be 0 or more seconds (got -1)\n"
+    assert main(["worker", "--db", sqlite_url, "--runner", "no_such_module:run_job"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("harness: error: --runner no_such_module:run_job: No module named")
+    assert err.count("\n") == 1
+    with pytest.raises(SystemExit):
+        main(["worker", "--help"])
+    out = capsys.readouterr().out
+    assert "--db-patience" in out and "--runner" not in out  # a test hook, not for users
