@@ -149,10 +149,9 @@ def _tuned(args: argparse.Namespace, grid: Any) -> dict[tuple[str, str], dict[st
             "overrides), or use --hparams paper"
         )
     url = db_url(args)
+    # A URL with a password shows as "URL" in the command, so nobody pastes the asterisks.
+    shown = mask_url(url) if mask_url(url) == url else "URL"
     best = tuned_overrides(
-        url,
-        grid.protocol,
-        grid.cells,
-        db_option=f" --db {mask_url(url)}" if args.db else "",
+        url, grid.protocol, grid.cells, db_option=f" --db {shown}" if args.db else ""
     )
     return {cell: {**params, "hparams": "tuned"} for cell, params in best.items()}
