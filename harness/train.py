@@ -206,8 +206,12 @@ def run_job(
     should_stop: Callable[[], bool] | None = None,
     slots: int = 1,
     progress: bool = False,
+    evaluate_test: bool = True,
 ) -> JobOutcome:
-    """Train, evaluate and measure one job (the worker's contract: see module docstring)."""
+    """Train, evaluate and measure one job (the worker's contract: see module docstring).
+
+    ``evaluate_test=False`` (hyper-parameter tuning) stops after training: the test split is
+    never touched, and the outcome has empty ``metrics`` and ``gradient_layers``."""
     import models
 
     config = spec.config
@@ -338,6 +342,9 @@ def run_job(
             if on_epoch is not None:
                 on_epoch(record)
 
+        if not evaluate_test:
+            return _training_outcome(history, stopper.best_epoch, models.count_parameters(model),
+                                     device, resumed_after, slots)  # fmt: skip
         # ---- test evaluation of the restored weights
         if config.quirk("last_epoch_weights"):
             evaluated_epoch = len(history)  # the reference code's aliasing copy restores nothing
@@ -382,6 +389,30 @@ def run_job(
         gradient_layers=gradient_layers,
         provenance={**record_provenance, "split_sizes": list(data.split_sizes())},
         extra=extra,
+        device=device,
+    )
+
+
+def _training_outcome(
+    history: list[EpochRecord], best_epoch: int, params: int, device: str, resumed: int, slots: int
+) -> JobOutcome:
+    """The outcome of a run stopped after training (no test metrics, no gradient rows)."""
+    best, last = history[best_epoch - 1], history[-1]
+    return JobOutcome(
+        metrics={},
+        best_epoch=best_epoch,
+        epochs_run=len(history),
+        evaluated_epoch=best_epoch,
+        gen_gap_best=best.train_acc - best.val_acc,
+        gen_gap_last=last.train_acc - last.val_acc,
+        epoch_seconds=float(np.mean([r.train_seconds + r.eval_seconds for r in history])),
+        train_seconds=float(np.mean([r.train_seconds for r in history])),
+        eval_seconds=float(np.mean([r.eval_seconds for r in history])),
+        params=params,
+        epochs=history,
+        gradient_layers=[],
+        provenance={},
+        extra={"resumed_after_epoch": resumed, "slots": slots, "test_evaluated": False},
         device=device,
     )
 

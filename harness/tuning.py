@@ -4,8 +4,8 @@ One Optuna study per (protocol, dataset, model), named ``tune/<protocol>/<datase
 stored through the harness database URL (Optuna adds its own tables; none clash with ours).
 Each trial is one real run of the one training loop (harness.train.run_job) with sampled
 lr / weight_decay (/ model.dropout) and is scored by its best validation top-1 -- never the
-test set: the trial stops through run_job's should_stop path before any test batch is
-evaluated. The read side (best_hparams, study_summaries, the enqueue check) is
+test set: trials call run_job with evaluate_test=False, and a pruned trial stops through
+run_job's should_stop path. The read side (best_hparams, study_summaries, the enqueue check) is
 harness/tuning_results.py; the storage and the seeded sampler are harness/tuning_optuna.py.
 """
 
@@ -285,28 +285,20 @@ def _claim_budget(study: Any, trial: Any, trials: int) -> None:
 
 
 def _run_trial(trial: Any, spec: Any, device: str, data_root: Path, progress: bool) -> float:
-    """One run of run_job, reporting val top-1 each epoch; pruned or finished runs stop
-    through should_stop, so the test split is never evaluated during tuning."""
+    """One run of run_job that stops after training (the test split is never evaluated),
+    reporting val top-1 each epoch; a pruned trial stops through should_stop."""
     import optuna
 
-    from harness.callbacks import EarlyStopping
     from harness.train import EpochRecord, JobInterrupted, run_job
 
-    # run_job trains until max_epochs or early stopping (EarlyStopping on val accuracy);
-    # the same rule here tells when its training is over, so the next should_stop call is
-    # the test evaluation's first batch, which we stop.
-    stopper = EarlyStopping(spec.config.es_patience)
-    state = {"prune": False, "over": False}
+    pruned = False
     val_acc: list[float] = []
 
     def on_epoch(record: EpochRecord) -> None:
+        nonlocal pruned
         val_acc.append(record.val_acc)
         trial.report(record.val_acc, record.epoch)
-        stopper.step(record.epoch, record.val_acc)
-        if trial.should_prune():
-            state["prune"] = True
-        elif record.epoch >= spec.config.max_epochs or stopper.stopped:
-            state["over"] = True
+        pruned = trial.should_prune() and record.epoch < spec.config.max_epochs
 
     try:
         run_job(
@@ -314,21 +306,16 @@ def _run_trial(trial: Any, spec: Any, device: str, data_root: Path, progress: bo
             device=device,
             data_root=data_root,
             on_epoch=on_epoch,
-            should_stop=lambda: state["prune"] or state["over"],
+            should_stop=lambda: pruned,
             progress=progress,
+            evaluate_test=False,
         )
-    except JobInterrupted as exc:
-        if state["over"] and "evaluation" not in str(exc):
-            # run_job went on training after our rule said it was over: the rule is stale.
-            raise HarnessError(
-                "harness.tuning's copy of run_job's stopping rule disagrees with run_job "
-                f"({exc}); update _run_trial"
-            ) from None
-        if not (state["over"] or state["prune"]):
+    except JobInterrupted:
+        if not pruned:
             raise
     trial.set_user_attr("val_acc", val_acc)
     trial.set_user_attr("epochs_run", len(val_acc))
-    if state["prune"]:
+    if pruned:
         raise optuna.TrialPruned(f"pruned after epoch {len(val_acc)}")
     return max(val_acc)
 
