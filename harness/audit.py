@@ -146,9 +146,11 @@ def tune_grid(
 
 def tuned_part(grid: Grid, db_url: str) -> AuditPart:
     """The grid with each model's best tuned settings (`enqueue --hparams tuned`)."""
-    from harness.tuning import tuned_specs
+    from harness.tuning_results import tuned_overrides
 
-    return AuditPart(f"{grid.name}/tuned", tuned_specs(grid, db_url))
+    best = tuned_overrides(db_url, grid.protocol, grid.cells)
+    cells = {cell: {**params, "hparams": "tuned"} for cell, params in best.items()}
+    return AuditPart(f"{grid.name}/tuned", grid.jobs(cells))
 
 
 def check_cells(grid: Grid, models: Sequence[str] | None) -> Grid:

@@ -180,8 +180,9 @@ def _queue_audit(
         f"audit: tuning {len(grid.cells)} model(s) on digits, {args.trials} trials each, "
         f"{args.max_epochs} epoch(s) per trial, {slots} at a time"
     )
-    for summary in tune_grid(grid, url, args.trials, args.max_epochs, data_root(args), slots):
-        print(f"  {summary}")
+    from harness.commands.tune import print_tune_table
+
+    print_tune_table(tune_grid(grid, url, args.trials, args.max_epochs, data_root(args), slots))
     part = tuned_part(grid, url)
     _queue(engine, part.name, part.specs, f"[{part.name}] {what}")
 

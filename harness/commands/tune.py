@@ -115,11 +115,11 @@ def run(args: argparse.Namespace) -> int:
         )
         summaries.append(summary)
         print(f"  {model}: {summary.ran} trial(s) run now")
-    _print_table(summaries)
+    print_tune_table(summaries)
     return 0
 
 
-def _print_table(summaries: list[Any]) -> None:
+def print_tune_table(summaries: list[Any]) -> None:
     header = ("model", "complete", "pruned", "best val top-1", "best params")
     rows = [
         (
