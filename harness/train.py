@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -32,6 +31,7 @@ from harness.errors import HarnessError
 from harness.fastpath import FastStep, make_adam
 from harness.gradients import measure_gradients
 from harness.metrics import classification_metrics
+from harness.outcome import EpochRecord, JobInterrupted, JobOutcome, job_outcome
 from harness.runtime import (
     DeviceBatches,
     autocast,
@@ -45,41 +45,6 @@ from harness.runtime import (
     seed_everything,
     sync,
 )
-
-
-@dataclass
-class EpochRecord:
-    epoch: int  # 1-based
-    train_loss: float
-    train_acc: float  # running accuracy over the epoch, as Keras reports it (fraction)
-    val_loss: float
-    val_acc: float
-    lr: float  # learning rate used during this epoch
-    train_seconds: float
-    eval_seconds: float
-
-
-@dataclass
-class JobOutcome:
-    metrics: dict[str, float | None]  # harness.metrics.METRIC_KEYS
-    best_epoch: int
-    epochs_run: int
-    evaluated_epoch: int
-    gen_gap_best: float  # train_acc - val_acc at the best epoch (fractions)
-    gen_gap_last: float  # the same at the last epoch run
-    epoch_seconds: float  # means over epochs: training + validation pass
-    train_seconds: float
-    eval_seconds: float
-    params: int
-    epochs: list[EpochRecord]  # the full history, also after a resume
-    gradient_layers: list[dict]
-    provenance: dict
-    extra: dict
-    device: str
-
-
-class JobInterrupted(Exception):
-    """should_stop() returned True: the epoch in flight is abandoned; the last checkpoint stays."""
 
 
 class LoaderStep:
@@ -342,9 +307,16 @@ def run_job(
             if on_epoch is not None:
                 on_epoch(record)
 
+        extra: dict[str, Any] = {"resumed_after_epoch": resumed_after, "slots": slots}
         if not evaluate_test:
-            return _training_outcome(history, stopper.best_epoch, models.count_parameters(model),
-                                     device, resumed_after, slots)  # fmt: skip
+            return job_outcome(
+                history,
+                best_epoch=stopper.best_epoch,
+                evaluated_epoch=stopper.best_epoch,
+                params=models.count_parameters(model),
+                device=device,
+                extra={**extra, "test_evaluated": False},
+            )
         # ---- test evaluation of the restored weights
         if config.quirk("last_epoch_weights"):
             evaluated_epoch = len(history)  # the reference code's aliasing copy restores nothing
@@ -369,51 +341,18 @@ def run_job(
         )
         record_provenance = provenance.collect(device, meta.digest, config)
 
-    best = history[stopper.best_epoch - 1]
-    last = history[-1]
-    extra: dict[str, Any] = {"resumed_after_epoch": resumed_after, "slots": slots}
     if test.attention_by_token is not None:
         extra["attention_by_token"] = test.attention_by_token
-    return JobOutcome(
-        metrics=metrics,
+    return job_outcome(
+        history,
         best_epoch=stopper.best_epoch,
-        epochs_run=len(history),
         evaluated_epoch=evaluated_epoch,
-        gen_gap_best=best.train_acc - best.val_acc,
-        gen_gap_last=last.train_acc - last.val_acc,
-        epoch_seconds=float(np.mean([r.train_seconds + r.eval_seconds for r in history])),
-        train_seconds=float(np.mean([r.train_seconds for r in history])),
-        eval_seconds=float(np.mean([r.eval_seconds for r in history])),
         params=models.count_parameters(model),
-        epochs=history,
+        device=device,
+        metrics=metrics,
         gradient_layers=gradient_layers,
         provenance={**record_provenance, "split_sizes": list(data.split_sizes())},
         extra=extra,
-        device=device,
-    )
-
-
-def _training_outcome(
-    history: list[EpochRecord], best_epoch: int, params: int, device: str, resumed: int, slots: int
-) -> JobOutcome:
-    """The outcome of a run stopped after training (no test metrics, no gradient rows)."""
-    best, last = history[best_epoch - 1], history[-1]
-    return JobOutcome(
-        metrics={},
-        best_epoch=best_epoch,
-        epochs_run=len(history),
-        evaluated_epoch=best_epoch,
-        gen_gap_best=best.train_acc - best.val_acc,
-        gen_gap_last=last.train_acc - last.val_acc,
-        epoch_seconds=float(np.mean([r.train_seconds + r.eval_seconds for r in history])),
-        train_seconds=float(np.mean([r.train_seconds for r in history])),
-        eval_seconds=float(np.mean([r.eval_seconds for r in history])),
-        params=params,
-        epochs=history,
-        gradient_layers=[],
-        provenance={},
-        extra={"resumed_after_epoch": resumed, "slots": slots, "test_evaluated": False},
-        device=device,
     )
 
 

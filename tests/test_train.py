@@ -217,3 +217,21 @@ def test_dataset_is_cached_per_job_data() -> None:
     other_split = JobSpec(MODEL, "digits", 4, 7, "paper", _spec(4).config)
     reloaded = load_data(other_split, NO_DATA)
     assert reloaded is not first and reloaded.meta.digest != first.meta.digest
+
+
+def test_training_only_run_never_touches_the_test_split(monkeypatch):
+    """evaluate_test=False (tuning trials): same epochs as a full run, no test metrics."""
+    import harness.train
+
+    def no_test(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the test split was evaluated")
+
+    spec = _spec(4, max_epochs=2)
+    full = run_job(spec, data_root=NO_DATA)
+    monkeypatch.setattr(harness.train, "classification_metrics", no_test)
+    monkeypatch.setattr(harness.train, "measure_gradients", no_test)
+    trained = run_job(spec, data_root=NO_DATA, evaluate_test=False)
+    assert trained.metrics == {} and trained.gradient_layers == []
+    assert trained.extra["test_evaluated"] is False
+    assert _without_times(trained.epochs) == _without_times(full.epochs)
+    assert trained.best_epoch == full.best_epoch and trained.gen_gap_best == full.gen_gap_best

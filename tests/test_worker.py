@@ -1,6 +1,6 @@
 """Worker processes on a real SQLite file, running the real harness.train.run_job on digits.
 
-Figures these tests establish: 4 worker processes x 40 jobs -> 40 results, 0 duplicate claims;
+Figures these tests establish: 4 worker processes x 16 jobs -> 16 results, 0 duplicate claims;
 a failing job is recorded with its traceback while the workers carry on; a job survives a
 SIGTERM (released, attempt not counted) and a SIGKILL (lease expiry, resumed from the
 checkpoint) and ends with the metrics of an uninterrupted run.
@@ -121,9 +121,9 @@ def _claims(tmp_path: Path) -> list[tuple[int, int]]:
     ]
 
 
-def test_four_workers_run_forty_jobs_exactly_once(sqlite_url, tmp_path, capsys):
+def test_four_workers_run_sixteen_jobs_exactly_once(sqlite_url, tmp_path, capsys):
     engine = make_engine(sqlite_url)
-    assert queue.enqueue(engine, [_spec(seed) for seed in range(40)], "t").new == 40
+    assert queue.enqueue(engine, [_spec(seed) for seed in range(16)], "t").new == 16
     # A job that raises inside run_job: a dataset the registry does not know.
     broken = _spec(99)
     with engine.begin() as conn:
@@ -151,38 +151,38 @@ def test_four_workers_run_forty_jobs_exactly_once(sqlite_url, tmp_path, capsys):
     assert codes == [0, 0, 0], logs
 
     claims = _claims(tmp_path)
-    assert len(claims) == 41, logs  # 40 jobs + the broken one, each claimed once
+    assert len(claims) == 17, logs  # 16 jobs + the broken one, each claimed once
     assert max(Counter(job_id for job_id, _ in claims).values()) == 1
     assert {attempt for _, attempt in claims} == {1}
     with Session(engine) as session:
-        assert session.scalar(select(func.count()).select_from(Result)) == 40
+        assert session.scalar(select(func.count()).select_from(Result)) == 16
         done = session.scalars(select(Job).where(Job.status == "done")).all()
-        assert len(done) == 40 and {j.attempts for j in done} == {1}
+        assert len(done) == 16 and {j.attempts for j in done} == {1}
         # Results, epoch rows and gradient rows landed with the completion.
-        assert session.scalar(select(func.count()).select_from(EpochRow)) == 40
-        assert session.scalar(select(func.count(func.distinct(GradientLayer.job_id)))) == 40
+        assert session.scalar(select(func.count()).select_from(EpochRow)) == 16
+        assert session.scalar(select(func.count(func.distinct(GradientLayer.job_id)))) == 16
         failed = session.scalars(select(Job).where(Job.status == "failed")).one()
         assert failed.key == "broken-job"
         assert failed.error.startswith("Traceback (most recent call last):")
         assert "nosuchdata" in failed.error.strip().splitlines()[-1]
         rows = session.scalars(select(WorkerRow)).all()
         assert len(rows) == 4 and all(r.stopped for r in rows)  # 2 + 2 slot children
-        assert sum(r.jobs_done for r in rows) == 40 and sum(r.jobs_failed for r in rows) == 1
+        assert sum(r.jobs_done for r in rows) == 16 and sum(r.jobs_failed for r in rows) == 1
         slotted = session.scalars(select(Result.slots).distinct()).all()
         assert set(slotted) == {1, 2}  # the --slots 2 children recorded the device sharing
 
     # status: counts and the failure's exception line; retry --failed requeues it.
     assert main(["status", "--db", sqlite_url]) == 0
     out = capsys.readouterr().out
-    assert "0 queued, 0 running, 40 done, 1 failed (41 total)" in out
+    assert "0 queued, 0 running, 16 done, 1 failed (17 total)" in out
     assert re.search(
-        r"#41 resnet18/nosuchdata/seed 99 .*after 1 attempt\(s\): ValueError: "
+        r"#17 resnet18/nosuchdata/seed 99 .*after 1 attempt\(s\): ValueError: "
         r"unknown dataset 'nosuchdata'",
         out,
     ), out
     assert main(["retry", "--failed", "--db", sqlite_url]) == 0
     assert "1 failed job(s) requeued" in capsys.readouterr().out
-    assert _job(engine, 41).status == "queued"
+    assert _job(engine, 17).status == "queued"
 
 
 def test_sigterm_release_then_sigkill_then_resume_matches_uninterrupted_run(
