@@ -15,10 +15,12 @@ Softmax, ECE and NLL are computed in float64 from the logits so that bin edges a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from sklearn.metrics import precision_recall_fscore_support
+
+if TYPE_CHECKING:  # torch and scikit-learn load lazily: workers import METRIC_KEYS early
+    import torch
 
 METRIC_KEYS = (
     "top1",
@@ -36,14 +38,18 @@ METRIC_KEYS = (
 ECE_BINS = 10
 
 
+def _is_tensor(values: object) -> bool:
+    return type(values).__module__.startswith("torch") and hasattr(values, "detach")
+
+
 def _as_float64(values: torch.Tensor | np.ndarray | Sequence) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
+    if _is_tensor(values):
         return values.detach().cpu().double().numpy()
     return np.asarray(values, dtype=np.float64)
 
 
 def _as_int64(values: torch.Tensor | np.ndarray | Sequence) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
+    if _is_tensor(values):
         return values.detach().cpu().long().numpy()
     return np.asarray(values, dtype=np.int64)
 
@@ -108,6 +114,8 @@ def classification_metrics(
     for k in (1, 3, 5):
         metrics[f"top{k}"] = top_k_accuracy(scores, truth, k) if k < num_classes or k == 1 else None
     for average in ("macro", "weighted"):
+        from sklearn.metrics import precision_recall_fscore_support
+
         precision, recall, f1, _ = precision_recall_fscore_support(
             truth, predictions, average=average, zero_division=0
         )

@@ -14,23 +14,8 @@ from sqlalchemy.engine import Engine
 
 from harness import faults
 from harness.db import EpochRow, GradientLayer, Job, Result
+from harness.metrics import METRIC_KEYS
 from harness.queue import Lease, count_outcome, db_now, lease_held, write_connection
-
-# The metric columns of `results`: harness.metrics.METRIC_KEYS, repeated here because that module
-# imports torch (tests/test_faults_units.py checks that the two agree).
-METRIC_COLUMNS = (
-    "top1",
-    "top3",
-    "top5",
-    "precision_macro",
-    "recall_macro",
-    "f1_macro",
-    "precision_weighted",
-    "recall_weighted",
-    "f1_weighted",
-    "ece",
-    "nll",
-)
 
 
 def _epoch_row(job_id: int, record: Any, slots: int) -> dict[str, Any]:
@@ -91,7 +76,7 @@ def complete(engine: Engine, lease: Lease, outcome: Any, slots: int) -> bool:
         if held != 1:
             return False  # fenced out: nothing was written
         job_id = lease.job_id
-        result = {key: outcome.metrics.get(key) for key in METRIC_COLUMNS}
+        result = {key: outcome.metrics.get(key) for key in METRIC_KEYS}
         result.update(
             job_id=job_id,
             gen_gap_best=outcome.gen_gap_best,

@@ -5,8 +5,7 @@ the real training, so 16 real worker processes can push 1,000 jobs through the r
 heartbeat, fencing, epoch-row, completion, failure and release paths in seconds. It keeps
 run_job's contract (signature, should_stop polled between "batches", an atomic checkpoint after
 every epoch and a resume from it, on_epoch after the checkpoint, a full outcome) and imports no
-torch: its records mirror harness.train's dataclasses field for field (checked by
-tests/test_faults_units.py).
+torch: its records are harness.outcome's, as run_job's are.
 
 Environment (all optional):
 - FAULT_RUNNER_LOG: file to append one line per run start and end (O_APPEND, whole lines), from
@@ -23,51 +22,16 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from harness import faults
 from harness.checkpoint import write_atomically
 from harness.config import JobSpec
 from harness.errors import HarnessError
-from harness.recording import METRIC_COLUMNS
+from harness.metrics import METRIC_KEYS
+from harness.outcome import EpochRecord, JobInterrupted, JobOutcome
 
 STEPS_PER_EPOCH = 4
-
-
-@dataclass
-class EpochRecord:  # harness.train.EpochRecord
-    epoch: int
-    train_loss: float
-    train_acc: float
-    val_loss: float
-    val_acc: float
-    lr: float
-    train_seconds: float
-    eval_seconds: float
-
-
-@dataclass
-class JobOutcome:  # harness.train.JobOutcome
-    metrics: dict[str, float | None]
-    best_epoch: int
-    epochs_run: int
-    evaluated_epoch: int
-    gen_gap_best: float
-    gen_gap_last: float
-    epoch_seconds: float
-    train_seconds: float
-    eval_seconds: float
-    params: int
-    epochs: list[EpochRecord]
-    gradient_layers: list[dict]
-    provenance: dict
-    extra: dict
-    device: str
-
-
-class JobInterrupted(Exception):
-    """should_stop() returned True (harness.train.JobInterrupted's role)."""
 
 
 def _log(*fields: object) -> None:
@@ -163,7 +127,7 @@ def run_job(
     best = max(history, key=lambda r: r.val_acc)
     last = history[-1]
     top1 = best.val_acc
-    metrics: dict[str, float | None] = {name: top1 for name in METRIC_COLUMNS}
+    metrics: dict[str, float | None] = {name: top1 for name in METRIC_KEYS}
     metrics.update(top5=None, ece=0.05, nll=0.9)
     layers = [
         {
