@@ -351,7 +351,12 @@ def run_job(
         device=device,
         metrics=metrics,
         gradient_layers=gradient_layers,
-        provenance={**record_provenance, "split_sizes": list(data.split_sizes())},
+        provenance={
+            **record_provenance,
+            "split_sizes": list(data.split_sizes()),
+            # Table 2's training augmentation of this run (empty: nothing random to vary).
+            "train_augment": [op["op"] for op in meta.train_augment],
+        },
         extra=extra,
     )
 

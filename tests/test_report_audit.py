@@ -279,6 +279,9 @@ def test_variance_sources_fixed_varied_and_official_splits(sqlite_url):
         SyntheticRun("resnet18", "bloodmnist", s, split_seed=s, provenance=same) for s in SEEDS
     ]
     runs += [SyntheticRun("gradattn_rope", "svhn", 1)]
+    # Runs that recorded their Table 2 augmentation: none for SVHN, so nothing random to vary.
+    plain = {"dataset_digest": "d1", "train_augment": []}
+    runs += [SyntheticRun("resnet18", "svhn", s, provenance=plain) for s in SEEDS]
     fill_synthetic(engine, runs)
     results = load_results(engine)
     records, note = variance_table(results)
@@ -293,6 +296,9 @@ def test_variance_sources_fixed_varied_and_official_splits(sqlite_url):
     assert not official["split"] and "same data" in official["split_note"]
     single = by_cell[("svhn", "gradattn_rope")]
     assert not any(single[s] for s in ("init", "order", "augmentation", "split"))
+    unaugmented = by_cell[("svhn", "resnet18")]
+    assert unaugmented["init"] and not unaugmented["augmentation"]
+    assert "no training augmentation" in unaugmented["split_note"]
     assert note.startswith("Covered in some cells only: init, order, augmentation, split")
     cell = build_table(TABLE_SPECS[0], results).cell(("digits",), "resnet18")  # Table 3
     assert cell["variance"].startswith("varies: init, order, augmentation; fixed: split")

@@ -135,6 +135,7 @@ def test_outcome_shape(runs: dict) -> None:
     assert all(sum(layer) == pytest.approx(1.0) for layer in attention)
     assert a.provenance["dataset_digest"] == load_data(spec, NO_DATA).meta.digest
     assert a.provenance["determinism"]["deterministic_algorithms"] is True
+    assert a.provenance["train_augment"] == []  # digits: Table 2 gives it no augmentation
     # run_job restores the process's determinism flags afterwards.
     assert not torch.are_deterministic_algorithms_enabled()
 

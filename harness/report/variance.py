@@ -37,26 +37,46 @@ def _digests(group: pd.DataFrame) -> list[str] | None:
     return None if any(not d for d in digests) else [str(d) for d in digests]
 
 
+def _augmented(group: pd.DataFrame) -> bool | None:
+    """Whether the runs had training augmentation (Table 2), from their provenance; None when
+    a run predates the provenance's `train_augment` field."""
+    if "provenance" not in group.columns:
+        return None
+    ops = [p.get("train_augment") if isinstance(p, dict) else None for p in group.provenance]
+    if any(o is None for o in ops):
+        return None
+    return any(len(o) > 0 for o in ops)
+
+
 def cell_sources(group: pd.DataFrame) -> dict[str, Any]:
     """Seeds, split seeds and which sources vary across the runs of one cell."""
     seeds = sorted({int(s) for s in group["seed"]})
     splits = sorted({int(s) for s in group["split_seed"]})
     digests = _digests(group)
     seeded = len(seeds) > 1
+    augmented = _augmented(group)
     split = len(splits) > 1
     split_note = ""
+    if seeded and augmented is False:
+        split_note = "no training augmentation for this dataset (Table 2): nothing random to vary"
     if split and digests is not None and len(set(digests)) == 1:
         split = False  # the split seed changed, the data did not: a fixed official split
-        split_note = "split seeds differ but every run saw the same data (fixed split)"
+        split_note = "; ".join(
+            filter(None, [split_note, "split seeds differ but every run saw the same data "
+                          "(fixed split)"])
+        )  # fmt: skip
     elif split and digests is None:
-        split_note = "data digest not recorded: split assumed to follow the split seed"
+        split_note = "; ".join(
+            filter(None, [split_note, "data digest not recorded: split assumed to follow the "
+                          "split seed"])
+        )  # fmt: skip
     return {
         "n": len(group),
         "seeds": seeds,
         "split_seeds": splits,
         "init": seeded,
         "order": seeded,
-        "augmentation": seeded,
+        "augmentation": seeded and augmented is not False,
         "split": split,
         "split_note": split_note,
         "vary_split": split and all(int(a) == int(b) for a, b in
