@@ -85,6 +85,12 @@ def _tune_one(job: dict[str, Any]) -> Any:
     from harness.tuning import tune_cell
 
     torch.set_num_threads(1)
+
+    def say(trial: Any) -> None:  # a line per trial: tuning is most of an audit's quiet time
+        value = "-" if trial.value is None else f"{100 * trial.value:.2f}%"
+        print(f"  tune {job['model']}: trial {trial.number + 1}/{job['trials']} "
+              f"{trial.state.name.lower()}, val top-1 {value}", flush=True)  # fmt: skip
+
     return tune_cell(
         job["db_url"],
         job["protocol"],
@@ -96,6 +102,7 @@ def _tune_one(job: dict[str, Any]) -> Any:
         data_root=job["data_root"],
         device="cpu",
         overrides=job["overrides"],
+        on_trial=say,
     )
 
 
