@@ -265,6 +265,11 @@ def test_exports_carry_the_audit_sections(audit_data):
                     "## Protocol paper, tuned hyper-parameters",
                     "### Table 3. Top-1 accuracy (%) (tuned hyper-parameters)"):  # fmt: skip
         assert heading in markdown
+    latex = export.latex(data)
+    for heading in (r"\subsection*{Protocol differences}", "SVHN: paper vs reference-code",
+                    r"\subsection*{Tuned vs paper hyper-parameters}", "Variance sources per cell"):  # fmt: skip
+        assert heading in latex
+    assert latex.count(r"\begin{longtable}") == latex.count(r"\end{longtable}")
     csv = export.cells_frame(data)
     assert set(csv["hparams"]) == {"paper", "tuned"}
 

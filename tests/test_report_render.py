@@ -58,7 +58,10 @@ def test_all_formats_and_figures_written(sample):
     assert all(f"### Table {n}." in markdown for n in range(3, 10))
     assert "66.00 ± 0.50 (n=3) \\| paper 75.18 \\| Δ -9.18" in markdown
     latex = (out / "report.tex").read_text(encoding="utf-8")
-    assert latex.count(r"\begin{longtable}") == 14 and latex.rstrip().endswith(r"\end{document}")
+    assert latex.count(r"\subsubsection*{Table ") == 14 and latex.rstrip().endswith(
+        r"\end{document}"
+    )
+    assert latex.count(r"\begin{longtable}") == latex.count(r"\end{longtable}") > 14
     assert r"66.00 $\pm$ 0.50 (n=3)" in latex
 
 

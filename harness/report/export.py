@@ -169,8 +169,39 @@ def latex(data: ReportData) -> str:
                     rf"\textbf{{{latex_escape(claim.verdict)}}} ({latex_escape(claim.reason)})"
                 )
             out.append(r"\end{itemize}")
+        out += _latex_audit_table(variance_audit_table(report))
+    audit = data.audit or Audit()
+    sections = [
+        ("Protocol differences", audit.differences_note,
+         [*audit.differences, *([audit.claims_by_arm] if audit.claims_by_arm else [])]),
+        ("Tuned vs paper hyper-parameters", audit.tuned_note,
+         [*audit.tuned, *([audit.tuning] if audit.tuning else [])]),
+    ]  # fmt: skip
+    for title, note, tables in sections:
+        if not tables:
+            continue
+        out += [rf"\subsection*{{{latex_escape(title)}}}", latex_escape(note) if note else ""]
+        for table in tables:
+            out += _latex_audit_table(table)
     out.append(r"\end{document}")
     return "\n".join(out) + "\n"
+
+
+def _latex_audit_table(table: AuditTable | None) -> list[str]:
+    """An audit table as a longtable (same rows as the Markdown and HTML)."""
+    if table is None or not table.rows:
+        return []
+    out = [rf"\subsubsection*{{{latex_escape(table.title)}}}"]
+    out += [latex_escape(note) + r"\par" for note in table.notes]
+    out += [
+        r"{\scriptsize",
+        r"\begin{longtable}{" + "p{2.6cm}" * len(table.header) + "}",
+        r"\toprule",
+        " & ".join(latex_escape(h) for h in table.header) + r" \\",
+        r"\midrule",
+    ]
+    out += [" & ".join(latex_escape(v) for v in row) + r" \\" for row in table.plain_rows()]
+    return [*out, r"\bottomrule", r"\end{longtable}", "}"]
 
 
 def write_latex(data: ReportData, out_dir: Path) -> Path:
