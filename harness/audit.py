@@ -136,6 +136,9 @@ def tune_grid(
     ]
     if processes <= 1:
         return [_tune_one(job) for job in jobs]
+    from harness.tuning_optuna import open_storage
+
+    open_storage(db_url)  # Optuna's tables, created once here rather than raced by the children
     # spawn: a forked child would inherit this process's database connections and torch state.
     import multiprocessing
 

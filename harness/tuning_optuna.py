@@ -3,12 +3,15 @@ per-trial seeded TPE sampler (docs/TUNING.md)."""
 
 from __future__ import annotations
 
+import random
+import time
 import warnings
 from typing import Any
 
 from harness.errors import HarnessError
 
 TPE_STARTUP_TRIALS = 10  # Optuna's TPE default: random proposals first, then TPE
+SCHEMA_RACE_RETRIES = 3
 
 
 # --------------------------------------------------------------------------- storage
@@ -39,9 +42,19 @@ def open_storage(url: str, *, heartbeat: bool = False) -> Any:
         engine_kwargs["connect_args"] = {"timeout": 30}
     extra: dict[str, Any] = {"heartbeat_interval": 30, "grace_period": 120} if heartbeat else {}
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **extra)
+        for attempt in range(SCHEMA_RACE_RETRIES + 1):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ExperimentalWarning)
+                    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **extra)
+            except Exception as exc:
+                # Optuna creates its tables without a lock: two tuners starting on a fresh
+                # database race, and the loser sees "already exists". The tables are there
+                # now, so opening again succeeds.
+                if "already exists" not in str(exc) or attempt == SCHEMA_RACE_RETRIES:
+                    raise
+                time.sleep(random.uniform(0.1, 0.5))
+        raise AssertionError("unreachable")
     except Exception as exc:  # SQLAlchemy/driver errors: one line naming the database
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise HarnessError(

@@ -239,3 +239,26 @@ def test_tune_stores_the_study_in_postgresql(postgres_url):
     frame = study_summaries(postgres_url)
     assert list(frame["study"]) == ["tune/paper/digits/resnet18"]
     assert best_hparams(postgres_url, "paper", "digits", "resnet18") == summary.best_params
+
+
+def test_tuners_starting_together_on_a_fresh_database_all_open_the_storage(tmp_path):
+    """Optuna creates its tables without a lock; tuners racing on a fresh file must not fail
+    with 'table ... already exists' (seen with `demo --full-audit`'s parallel tuners)."""
+    import subprocess
+    import sys
+    import time
+
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    start = time.time() + 4  # every process imports optuna first, then they open at once
+    code = (
+        "import sys, time, optuna; from harness.tuning_optuna import open_storage; "
+        f"time.sleep(max(0.0, {start} - time.time())); open_storage({url!r}); print('ok')"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )  # fmt: skip
+        for _ in range(4)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err for _, err in outs]
