@@ -3,15 +3,19 @@ per-trial seeded TPE sampler (docs/TUNING.md)."""
 
 from __future__ import annotations
 
-import random
-import time
+import fcntl
+import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+from sqlalchemy.pool import NullPool
 
 from harness.errors import HarnessError
 
 TPE_STARTUP_TRIALS = 10  # Optuna's TPE default: random proposals first, then TPE
-SCHEMA_RACE_RETRIES = 3
+OPTUNA_SCHEMA_LOCK = 0x6F7074756E61  # any fixed 64-bit number: "optuna"
 
 
 # --------------------------------------------------------------------------- storage
@@ -42,19 +46,12 @@ def open_storage(url: str, *, heartbeat: bool = False) -> Any:
         engine_kwargs["connect_args"] = {"timeout": 30}
     extra: dict[str, Any] = {"heartbeat_interval": 30, "grace_period": 120} if heartbeat else {}
     try:
-        for attempt in range(SCHEMA_RACE_RETRIES + 1):
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", ExperimentalWarning)
-                    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **extra)
-            except Exception as exc:
-                # Optuna creates its tables without a lock: two tuners starting on a fresh
-                # database race, and the loser sees "already exists". The tables are there
-                # now, so opening again succeeds.
-                if "already exists" not in str(exc) or attempt == SCHEMA_RACE_RETRIES:
-                    raise
-                time.sleep(random.uniform(0.1, 0.5))
-        raise AssertionError("unreachable")
+        # Optuna creates its tables and stamps its own alembic_version without a lock: tuners
+        # starting together on a fresh database race ("already exists", or a duplicate version
+        # row). One process at a time opens the storage; later ones find everything in place.
+        with _optuna_schema_lock(url), warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **extra)
     except Exception as exc:  # SQLAlchemy/driver errors: one line naming the database
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise HarnessError(
@@ -62,6 +59,45 @@ def open_storage(url: str, *, heartbeat: bool = False) -> Any:
             f"{first.replace(str(_password(url)), '***') if _password(url) else first}; "
             "check --db / HARNESS_DB"
         ) from None
+
+
+@contextmanager
+def _optuna_schema_lock(url: str) -> Iterator[None]:
+    """Serialise Optuna's schema set-up across processes without blocking its own connections:
+    an flock on a lock file beside the SQLite file (never on the database file itself: closing
+    any descriptor of it would drop this process's SQLite locks), or a session-level advisory
+    lock on a separate PostgreSQL connection."""
+    from sqlalchemy import create_engine, func, select
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if not database or database == ":memory:":
+            yield
+            return
+        # Named like SQLite's own -wal/-shm companions (and ignored by the same patterns).
+        fd = os.open(f"{database}-optuna-lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the flock
+        return
+    if parsed.get_backend_name() != "postgresql":
+        yield
+        return
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(select(func.pg_advisory_lock(OPTUNA_SCHEMA_LOCK)))
+            try:
+                yield
+            finally:
+                conn.execute(select(func.pg_advisory_unlock(OPTUNA_SCHEMA_LOCK)))
+                conn.commit()
+    finally:
+        engine.dispose()
 
 
 def _password(url: str) -> str | None:

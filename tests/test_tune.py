@@ -241,14 +241,16 @@ def test_tune_stores_the_study_in_postgresql(postgres_url):
     assert best_hparams(postgres_url, "paper", "digits", "resnet18") == summary.best_params
 
 
-def test_tuners_starting_together_on_a_fresh_database_all_open_the_storage(tmp_path):
-    """Optuna creates its tables without a lock; tuners racing on a fresh file must not fail
-    with 'table ... already exists' (seen with `demo --full-audit`'s parallel tuners)."""
+@pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url"])
+def test_tuners_starting_together_on_a_fresh_database_all_open_the_storage(backend, request):
+    """Optuna creates its tables and stamps its version without a lock; tuners racing on a
+    fresh database must not fail ('table ... already exists' in `demo --full-audit`'s parallel
+    tuners; a duplicate alembic_version row in CI)."""
     import subprocess
     import sys
     import time
 
-    url = f"sqlite:///{tmp_path / 'race.db'}"
+    url = request.getfixturevalue(backend)
     start = time.time() + 4  # every process imports optuna first, then they open at once
     code = (
         "import sys, time, optuna; from harness.tuning_optuna import open_storage; "
