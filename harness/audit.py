@@ -10,14 +10,12 @@ not include the grid name, so an audit reuses the jobs of an earlier `harness de
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from harness.config import QUIRKS, REPORT_TIME_QUIRKS, JobSpec, quirk_applies, resolve_config
-from harness.errors import HarnessError
+from harness.config import QUIRKS, REPORT_TIME_QUIRKS, JobSpec, quirk_applies
 from harness.grids import Grid
 
 
@@ -41,16 +39,15 @@ def training_quirks(dataset: str, model: str) -> list[str]:
 def switch_specs(grid: Grid, quirk: str) -> list[JobSpec]:
     """`paper` runs with `quirk` alone switched on, for the cells where it applies and where it
     is not the only training quirk (there, reference-code minus paper already is its effect)."""
-    specs = []
-    for model, dataset in grid.cells:
-        applicable = training_quirks(dataset, model)
-        if quirk not in applicable or len(applicable) < 2:
-            continue
-        config = resolve_config("paper", dataset, model, {**grid.overrides, f"quirk.{quirk}": True})
-        for seed in grid.seeds:
-            split_seed = seed if grid.vary_split else grid.split_seed
-            specs.append(JobSpec(model, dataset, seed, split_seed, "paper", config))
-    return specs
+    cells = tuple(
+        (model, dataset)
+        for model, dataset in grid.cells
+        if quirk in (applicable := training_quirks(dataset, model)) and len(applicable) >= 2
+    )
+    if not cells:
+        return []
+    overrides = {**grid.overrides, f"quirk.{quirk}": True}
+    return replace(grid, protocol="paper", cells=cells, overrides=overrides).jobs()
 
 
 def protocol_parts(grid: Grid) -> list[AuditPart]:
@@ -68,14 +65,6 @@ def protocol_parts(grid: Grid) -> list[AuditPart]:
         if specs:
             parts.append(AuditPart(f"{grid.name}/switch:{quirk}", specs))
     return parts
-
-
-def grid_models(grid: Grid) -> dict[str, list[str]]:
-    """dataset -> its models, in grid order."""
-    out: dict[str, list[str]] = {}
-    for model, dataset in grid.cells:
-        out.setdefault(dataset, []).append(model)
-    return out
 
 
 def _tune_one(job: dict[str, Any]) -> Any:
@@ -131,14 +120,10 @@ def tune_grid(
             "data_root": data_root,
             "overrides": overrides,
         }  # fmt: skip
-        for dataset, models in grid_models(grid).items()
-        for model in models
+        for model, dataset in grid.cells
     ]
     if processes <= 1:
         return [_tune_one(job) for job in jobs]
-    from harness.tuning_optuna import open_storage
-
-    open_storage(db_url)  # Optuna's tables, created once here rather than raced by the children
     # spawn: a forked child would inherit this process's database connections and torch state.
     import multiprocessing
 
@@ -161,17 +146,3 @@ def tuned_part(grid: Grid, db_url: str) -> AuditPart:
     best = tuned_overrides(db_url, grid.protocol, grid.cells)
     cells = {cell: {**params, "hparams": "tuned"} for cell, params in best.items()}
     return AuditPart(f"{grid.name}/tuned", grid.jobs(cells))
-
-
-def check_cells(grid: Grid, models: Sequence[str] | None) -> Grid:
-    """The grid restricted to `models` (a clear error for a name not in it)."""
-    if not models:
-        return grid
-    present = {m for m, _ in grid.cells}
-    unknown = [m for m in models if m not in present]
-    if unknown:
-        raise HarnessError(
-            f"--models: {', '.join(unknown)} not in grid {grid.name!r}; its models: "
-            + ", ".join(sorted(present))
-        )
-    return replace(grid, cells=tuple(c for c in grid.cells if c[0] in models))

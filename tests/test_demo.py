@@ -89,3 +89,23 @@ def test_full_audit_runs_both_protocols_tuning_and_the_tuned_grid(tmp_path, caps
     for section in ("Protocol differences", "which switch moves which number",
                     "Tuned vs paper hyper-parameters", "Claims under each protocol"):  # fmt: skip
         assert section in html
+
+
+def test_audit_queues_single_switch_runs_only_where_they_separate_effects():
+    from harness.audit import protocol_parts
+    from harness.grids import resolve_grid
+
+    grid = resolve_grid("paper", seeds=2, datasets=["cifar10", "svhn", "tinyimagenet"])
+    parts = {part.name: part.specs for part in protocol_parts(grid)}
+    # CIFAR-10: corrupted images + last-epoch weights for all, + the small No-PE encoder for
+    # gradattn_nope; SVHN: merge + last-epoch; Tiny ImageNet: last-epoch only (no switch runs).
+    corrupt = parts["paper/switch:corrupt_train_images"]
+    assert {(s.dataset, s.protocol) for s in corrupt} == {("cifar10", "paper")}
+    assert len(corrupt) == 4 * 2 and all(s.config.quirks == {"corrupt_train_images": True}
+                                         for s in corrupt)  # fmt: skip
+    small = parts["paper/switch:small_nope_encoder"]
+    assert {(s.model, s.dataset) for s in small} == {("gradattn_nope", "cifar10")}
+    last = parts["paper/switch:last_epoch_weights"]
+    assert {s.dataset for s in last} == {"cifar10", "svhn"}
+    assert {s.dataset for s in parts["paper/switch:svhn_merge_extra"]} == {"svhn"}
+    assert len(parts["paper"]) == len(parts["paper/reference-code"]) == len(grid.jobs())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -101,24 +100,20 @@ def _default_slots() -> int:
 def run(args: argparse.Namespace) -> int:
     from harness.commands.status import collect_status, format_status
     from harness.db import make_engine
-    from harness.grids import demo_grid, seeds_from_count
+    from harness.grids import resolve_grid
 
     _check_numbers(args)
+    overrides: dict[str, Any] = {"max_epochs": args.max_epochs}
+    if args.max_train_batches is not None:
+        overrides["max_train_batches"] = args.max_train_batches
+    # Resolved (and its names checked) before anything is written.
+    grid = resolve_grid("demo", seeds=args.seeds, models=args.models, overrides=overrides)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     url = args.db or f"sqlite:///{out / 'runs.db'}"
     engine = make_engine(url)
     started = time.monotonic()
 
-    grid = demo_grid(max_epochs=args.max_epochs, seeds=seeds_from_count(args.seeds))
-    if args.max_train_batches is not None:
-        grid = replace(
-            grid, overrides={**grid.overrides, "max_train_batches": args.max_train_batches}
-        )
-    if args.models:
-        from harness.audit import check_cells
-
-        grid = check_cells(grid, args.models)
     slots = args.slots or _default_slots()
     what = (
         f"({len(grid.cells)} models x {len(grid.seeds)} seeds on digits, "
