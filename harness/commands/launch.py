@@ -16,7 +16,7 @@ from harness.errors import HarnessError
 DEFAULT_LOGS = "launch/%j"
 DEFAULT_TIME = "4:00:00"
 # Slurm's warning before the time limit (submitit's default) and the local executor's.
-SIGNAL_DELAY_S = {"slurm": 90, "local": 30}
+SIGNAL_DELAY_S = {"slurm": 90, "local": 60}  # local: a loaded machine releases slowly
 # A worker job drains a queue, so hitting the time limit is routine, not an error.
 MAX_REQUEUES = 50
 
