@@ -12,6 +12,8 @@ Concurrency model (docs/QUEUE.md):
   failure and release only take effect while this worker still holds that very attempt.
 - A claim first returns expired leases to the queue (attempt counted), or fails the job once
   ``max_attempts`` claims have all died.
+- A cohort claim (claim_cohort, `harness worker --fuse-seeds S`) takes, in the same one
+  transaction, up to S-1 more queued seeds of the oldest job's cell, each with its own lease.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from sqlalchemy.types import DateTime
 from harness import __version__, faults
 from harness.config import JobSpec, TrainConfig
 from harness.db import Job, WorkerRow
+from harness.errors import HarnessError
 
 DEFAULT_MAX_ATTEMPTS = 3
 _ENQUEUE_CHUNK = 500
@@ -166,53 +169,118 @@ def expire_leases(conn: Connection) -> tuple[int, int]:
     return requeued, failed
 
 
-def claim(engine: Engine, worker_id: str, device: str, lease_seconds: float) -> ClaimedJob | None:
-    """Atomically take the oldest queued job (after requeueing expired leases), or None."""
-    with write_connection(engine) as conn, conn.begin():
-        expire_leases(conn)
-        now = db_now(conn)
-        oldest = (
-            select(Job.id)
-            .where(Job.status == "queued")
-            .order_by(Job.id)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
+# What a claim returns of each row it takes (ClaimedJob's fields, less the lease).
+_CLAIMED_COLUMNS = (
+    Job.id,
+    Job.key,
+    Job.grid,
+    Job.model,
+    Job.dataset,
+    Job.seed,
+    Job.split_seed,
+    Job.protocol,
+    Job.config,
+    Job.attempts,
+    Job.max_attempts,
+)
+
+
+def _take(
+    conn: Connection, which: ColumnElement[bool], worker_id: str, device: str, lease_seconds: float
+) -> list[Any]:
+    """Lease the queued rows matching `which` to this worker (attempt counted), oldest first."""
+    now = db_now(conn)
+    rows = conn.execute(
+        update(Job)
+        .where(which, Job.status == "queued")
+        .values(
+            status="running",
+            worker_id=worker_id,
+            device=device,
+            attempts=Job.attempts + 1,
+            lease_expires_at=db_now(conn, lease_seconds),
+            heartbeat_at=now,
+            started_at=now,
+            finished_at=None,
         )
-        row = conn.execute(
-            update(Job)
-            .where(Job.id == oldest, Job.status == "queued")
-            .values(
-                status="running",
-                worker_id=worker_id,
-                device=device,
-                attempts=Job.attempts + 1,
-                lease_expires_at=db_now(conn, lease_seconds),
-                heartbeat_at=now,
-                started_at=now,
-                finished_at=None,
-            )
-            .returning(
-                Job.id,
-                Job.key,
-                Job.grid,
-                Job.model,
-                Job.dataset,
-                Job.seed,
-                Job.split_seed,
-                Job.protocol,
-                Job.config,
-                Job.attempts,
-                Job.max_attempts,
-            )
-        ).first()
-        if row is not None:
-            faults.point("claim")  # the fault suite: killed after the UPDATE, before the commit
-    if row is None:
-        return None
+        .returning(*_CLAIMED_COLUMNS)
+    ).all()
+    return sorted(rows, key=lambda row: row.id)  # RETURNING of a multi-row UPDATE has no order
+
+
+def _claimed(row: Any, worker_id: str) -> ClaimedJob:
     return ClaimedJob(
         **row._asdict(), lease=Lease(job_id=row.id, worker_id=worker_id, attempt=row.attempts)
     )
+
+
+def _take_oldest(conn: Connection, worker_id: str, device: str, lease_seconds: float) -> Any:
+    """The oldest queued job, leased to this worker, or None (run inside a claim transaction)."""
+    oldest = (
+        select(Job.id)
+        .where(Job.status == "queued")
+        .order_by(Job.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    rows = _take(conn, Job.id == oldest, worker_id, device, lease_seconds)
+    return rows[0] if rows else None
+
+
+def claim(engine: Engine, worker_id: str, device: str, lease_seconds: float) -> ClaimedJob | None:
+    """Atomically take the oldest queued job (after requeueing expired leases), or None."""
+    claimed = claim_cohort(engine, worker_id, device, lease_seconds, 1)
+    return claimed[0] if claimed else None
+
+
+def claim_cohort(
+    engine: Engine, worker_id: str, device: str, lease_seconds: float, size: int
+) -> list[ClaimedJob]:
+    """Atomically take the oldest queued job and up to `size` - 1 more seeds of its cell.
+
+    The others must equal it in everything but the seed (model, dataset, split seed, protocol,
+    harness version, configuration), so that harness.train.run_jobs can train them as one fused
+    model; only a `device`-pipeline job has partners (the fused step reads device-resident
+    batches). Each job gets its own lease, exactly as `claim` writes it. [] when none is queued.
+    """
+    if size < 1:
+        raise HarnessError(f"a cohort has at least one job (got size {size})")
+    with write_connection(engine) as conn, conn.begin():
+        expire_leases(conn)
+        first = _take_oldest(conn, worker_id, device, lease_seconds)
+        if first is None:
+            return []
+        rows = [first]
+        if size > 1 and first.config.get("pipeline") == "device":
+            rows += _take_partners(conn, first, worker_id, device, lease_seconds, size - 1)
+        faults.point("claim")  # the fault suite: killed after the UPDATEs, before the commit
+    return [_claimed(row, worker_id) for row in rows]
+
+
+def _take_partners(
+    conn: Connection, first: Any, worker_id: str, device: str, lease_seconds: float, limit: int
+) -> list[Any]:
+    """Up to `limit` queued seeds of `first`'s cell, oldest first, leased to this worker."""
+    harness_version = select(Job.harness_version).where(Job.id == first.id).scalar_subquery()
+    candidates = conn.execute(
+        select(Job.id, Job.config)
+        .where(
+            Job.status == "queued",
+            Job.model == first.model,
+            Job.dataset == first.dataset,
+            Job.split_seed == first.split_seed,
+            Job.protocol == first.protocol,
+            Job.harness_version == harness_version,
+        )
+        .order_by(Job.id)
+        # Rows another claim holds are skipped, not waited for; those locked here but left out
+        # below (another configuration) are free again at this short transaction's commit.
+        .with_for_update(skip_locked=True)
+    ).all()
+    # The configs are compared here, in Python: PostgreSQL's JSON type has no equality operator.
+    ids = [row.id for row in candidates if row.config == first.config][:limit]
+    return _take(conn, Job.id.in_(ids), worker_id, device, lease_seconds) if ids else []
 
 
 def lease_held(lease: Lease) -> ColumnElement[bool]:

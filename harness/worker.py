@@ -2,6 +2,8 @@
 
 One loop per process. `--slots K` starts K child processes of this same loop on one device
 (run_slot_processes), because the GPU is mostly idle with one small job (docs/ARCHITECTURE.md).
+`--fuse-seeds S` claims up to S seeds of one cell at once and trains them as one fused model
+(harness/worker_cohort.py), each seed still a job with its own lease, epoch rows and result.
 
 Stopping: SIGTERM/SIGINT set a flag that run_job polls between batches (should_stop); the job
 is released back to the queue without counting an attempt and its checkpoint is kept, so the
@@ -38,6 +40,7 @@ from harness.db import Job
 from harness.faults import DB_ERRORS, Backoff, DatabaseUnreachable, first_line
 from harness.queue import ClaimedJob, Lease
 from harness.recording import complete, record_epoch
+from harness.worker_cohort import load_cohort_runner, run_cohort
 from harness.worker_parts import Heartbeat, last_line, load_runner, progress_bar
 from harness.worker_processes import run_slot_processes, run_worker_processes
 
@@ -66,7 +69,11 @@ class WorkerOptions:
     db_patience: float = 300.0
     # "MODULE:FUNC" with run_job's signature, MODULE also defining JobInterrupted; None is
     # harness.train. A test hook: the fault suite swaps in a stand-in that trains nothing.
+    # A cohort (cohort_size > 1) runs through MODULE.run_jobs.
     runner: str | None = None
+    # Up to this many seeds of one cell claimed together and trained as one fused model
+    # (queue.claim_cohort, harness.train.run_jobs); 1: one job at a time.
+    cohort_size: int = 1
 
 
 @dataclass
@@ -93,6 +100,8 @@ class Worker:
         progress = options.progress
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.runner = load_runner(options.runner)
+        # Loaded now, so a runner without run_jobs is one line before anything is claimed.
+        self.cohort_runner = load_cohort_runner(options.runner) if options.cohort_size > 1 else None
         self.last_failure = ""  # the exception line of the last failed job
         # One outage clock for the whole loop: claims, epoch rows, outcomes.
         self.backoff = Backoff(
@@ -100,6 +109,9 @@ class Worker:
         )
 
     # -- stopping ---------------------------------------------------------------------------
+
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
 
     def request_stop(self, reason: str) -> None:
         if not self._stop.is_set():
@@ -145,11 +157,14 @@ class Worker:
         failures_in_a_row = 0
         try:
             while not self._stop.is_set():
-                if opts.max_jobs is not None and len(summary.outcomes) >= opts.max_jobs:
+                room = opts.cohort_size
+                if opts.max_jobs is not None:
+                    room = min(room, opts.max_jobs - len(summary.outcomes))
+                if room <= 0:
                     summary.stop_reason = f"--max-jobs {opts.max_jobs} reached"
                     break
                 try:
-                    job, busy = self.claim_next()
+                    jobs, busy = self.claim_next(room)
                 except DB_ERRORS as exc:  # locked or unreachable: back off, up to the patience
                     try:
                         self._stop.wait(self.backoff.failed("claim", exc))
@@ -162,20 +177,22 @@ class Worker:
                     # Random back-off: two exclusive workers that collide do not collide again.
                     self._stop.wait(opts.poll_seconds * random.uniform(0.5, 1.5))
                     continue
-                if job is None:
+                if not jobs:
                     if opts.until_empty:
                         summary.stop_reason = "queue empty"
                         break
                     self._stop.wait(opts.poll_seconds)
                     continue
                 try:
-                    outcome = self.run_one(job)
+                    # One claimed job takes the single path (run_job), whatever cohort_size.
+                    results = [self.run_one(jobs[0])] if len(jobs) == 1 else run_cohort(self, jobs)
                 except DatabaseUnreachable as gone:
                     summary.stop_reason = str(gone)
                     raise
-                summary.outcomes.append(outcome)
-                setattr(summary, outcome, getattr(summary, outcome) + 1)
-                failures_in_a_row = failures_in_a_row + 1 if outcome == "failed" else 0
+                for outcome in results:  # counted per job, also in a cohort
+                    summary.outcomes.append(outcome)
+                    setattr(summary, outcome, getattr(summary, outcome) + 1)
+                    failures_in_a_row = failures_in_a_row + 1 if outcome == "failed" else 0
                 if failures_in_a_row >= opts.max_consecutive_failures > 0:
                     summary.stop_reason = (
                         f"worker {self.worker_id} quarantined: {failures_in_a_row} jobs failed "
@@ -213,22 +230,26 @@ class Worker:
         except DB_ERRORS as exc:
             log.warning("could not mark worker %s stopped: %s", self.worker_id, first_line(exc))
 
-    def claim_next(self) -> tuple[ClaimedJob | None, bool]:
-        """(the claimed job or None, whether an --exclusive worker found its device busy)."""
+    def claim_next(self, size: int = 1) -> tuple[list[ClaimedJob], bool]:
+        """(the claimed jobs: one, a cohort of up to `size`, or none; whether an --exclusive
+        worker found its device busy)."""
         opts = self.options
         if opts.exclusive and self.device_busy():
-            return None, True
-        job = queue.claim(self.engine, self.worker_id, opts.device, opts.lease_seconds)
-        if job is not None and opts.exclusive and self.device_busy(besides=job.id):
+            return [], True
+        jobs = queue.claim_cohort(
+            self.engine, self.worker_id, opts.device, opts.lease_seconds, size
+        )
+        if jobs and opts.exclusive and self.device_busy(besides=[job.id for job in jobs]):
             # Another job started on the device between the check and the claim: give ours
             # back (the attempt does not count) rather than time two jobs at once.
-            queue.release(self.engine, job.lease)
-            log.info("job %d released: device %s became busy", job.id, opts.device)
-            return None, True
-        return job, False
+            for job in jobs:
+                queue.release(self.engine, job.lease)
+                log.info("job %d released: device %s became busy", job.id, opts.device)
+            return [], True
+        return jobs, False
 
-    def device_busy(self, besides: int | None = None) -> bool:
-        """Whether a job other than `besides` runs, under a live lease, on this host's device.
+    def device_busy(self, besides: list[int] | None = None) -> bool:
+        """Whether a job not in `besides` runs, under a live lease, on this host's device.
 
         Worker ids start with "host:", and the claim writes the device into the job row."""
         busy = (
@@ -241,8 +262,8 @@ class Worker:
                 Job.lease_expires_at >= queue.db_now(self.engine),
             )
         )
-        if besides is not None:
-            busy = busy.where(Job.id != besides)
+        if besides:
+            busy = busy.where(Job.id.not_in(besides))
         with self.engine.connect() as conn:
             return bool(conn.execute(busy).scalar_one())
 
@@ -295,7 +316,7 @@ class Worker:
                 progress=False,
             )
         except job_interrupted:
-            return self._interrupted(lease, beat, label)
+            return self.interrupted(lease, beat, label)
         except KeyboardInterrupt:
             beat.stop()
             retrying("release", lambda: queue.release(self.engine, lease))
@@ -315,6 +336,12 @@ class Worker:
             if bar is not None:
                 bar.close()
         beat.stop()
+        return self.finish(job, checkpoint, label, outcome)
+
+    def finish(self, job: ClaimedJob, checkpoint: Path, label: str, outcome: Any) -> str:
+        """Store a finished job's outcome under its lease (its heartbeat already stopped), then
+        delete its checkpoint; returns done, failed (the outcome could not be stored) or lost."""
+        opts, lease, retrying = self.options, job.lease, self.backoff.call
         if opts.exclusive:
             outcome.extra["exclusive"] = True  # timed alone on its device (slots is 1)
         try:
@@ -348,7 +375,8 @@ class Worker:
             ).one()
         return tuple(row) == ("done", lease.worker_id, lease.attempt)
 
-    def _interrupted(self, lease: Lease, beat: Heartbeat, label: str) -> str:
+    def interrupted(self, lease: Lease, beat: Heartbeat, label: str) -> str:
+        """A run stopped by should_stop: give the job back, unless its lease was lost."""
         beat.stop()
         if beat.lost.is_set():
             log.warning("%s: lease lost (heartbeats too late); job left to its new owner", label)

@@ -13,6 +13,15 @@ Environment (all optional):
 - FAULT_RUNNER_STEP_SECONDS: sleep per "batch" (default 0.01).
 - FAULT_RUNNER_MODE: "ok" (default) or "cuda-error" (every job raises a CUDA-like RuntimeError).
 - FAULT_RUNNER_BIG: "SEED:BYTES" -- the job with that seed pads its checkpoint to BYTES.
+- FAULT_RUNNER_EARLY_STOP: "1" -- a job stops after max(1, max_epochs - seed % 3) epochs, as
+  early stopping would (run_job and run_jobs alike), so cohort members finish apart.
+
+`run_jobs` is the stand-in for harness.train.run_jobs (a fused seed cohort, `harness worker
+--fuse-seeds S`): the members share each "batch" and advance one epoch per round, each with its
+own checkpoint, resume and on_epoch; on_done as soon as one finishes. Two more variables:
+- FAULT_RUNNER_FAIL_EPOCH: N -- run_jobs raises a RuntimeError as a member is to start epoch N.
+- FAULT_RUNNER_SIGTERM_AFTER_DONE: "1" -- run_jobs sends SIGTERM to its own process right
+  after its first on_done (a stop mid-cohort, through the worker's real signal handler).
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -70,6 +80,56 @@ def _padding(seed: int) -> int:
     return 0
 
 
+def _last_epoch(spec: JobSpec) -> int:
+    """Where the job stops: max_epochs, or earlier by seed with FAULT_RUNNER_EARLY_STOP=1."""
+    if os.environ.get("FAULT_RUNNER_EARLY_STOP") == "1":
+        return max(1, spec.config.max_epochs - spec.seed % 3)
+    return spec.config.max_epochs
+
+
+def _resume(key: str, checkpoint_path: Path | None) -> list[EpochRecord]:
+    if checkpoint_path is None or not Path(checkpoint_path).exists():
+        return []
+    state = json.loads(Path(checkpoint_path).read_text())
+    if state["job_key"] != key:
+        raise HarnessError(f"checkpoint {checkpoint_path} belongs to another job")
+    return [EpochRecord(**row) for row in state["history"]]
+
+
+def _batches(epoch: int, stop: Callable[[], bool], step_seconds: float) -> None:
+    """One epoch's "batches", polling `stop` before each (JobInterrupted)."""
+    for step in range(STEPS_PER_EPOCH):
+        if stop():
+            raise JobInterrupted(f"stop requested during epoch {epoch}")
+        time.sleep(step_seconds)  # the "batch"
+        if step == STEPS_PER_EPOCH // 2:
+            faults.point("epoch")
+
+
+def _save(checkpoint_path: Path | None, key: str, seed: int, history: list[EpochRecord]) -> None:
+    if checkpoint_path is None:
+        return
+    state = {
+        "job_key": key,
+        "history": [dataclasses.asdict(r) for r in history],
+        "padding": "x" * _padding(seed),
+    }
+    data = json.dumps(state).encode()
+    write_atomically(Path(checkpoint_path), lambda handle, data=data: handle.write(data))
+
+
+def _step_seconds() -> float:
+    return float(os.environ.get("FAULT_RUNNER_STEP_SECONDS", "0.01"))
+
+
+def _raise_if_failing_device(device: str) -> None:
+    if os.environ.get("FAULT_RUNNER_MODE") == "cuda-error":
+        raise RuntimeError(
+            "CUDA error: an illegal memory access was encountered (stand-in for a failing "
+            f"device {device})"
+        )
+
+
 def run_job(
     spec: JobSpec,
     *,
@@ -83,47 +143,116 @@ def run_job(
 ) -> JobOutcome:
     key = spec.key()
     stop = should_stop or (lambda: False)
-    history: list[EpochRecord] = []
-    if checkpoint_path is not None and Path(checkpoint_path).exists():
-        state = json.loads(Path(checkpoint_path).read_text())
-        if state["job_key"] != key:
-            raise HarnessError(f"checkpoint {checkpoint_path} belongs to another job")
-        history = [EpochRecord(**row) for row in state["history"]]
+    history = _resume(key, checkpoint_path)
     resumed = len(history)
     _log("start", key, resumed)
     how = "raised"
     try:
-        if os.environ.get("FAULT_RUNNER_MODE") == "cuda-error":
-            raise RuntimeError(
-                "CUDA error: an illegal memory access was encountered (stand-in for a failing "
-                f"device {device})"
-            )
-        step_seconds = float(os.environ.get("FAULT_RUNNER_STEP_SECONDS", "0.01"))
-        for epoch in range(len(history) + 1, spec.config.max_epochs + 1):
+        _raise_if_failing_device(device)
+        step_seconds = _step_seconds()
+        for epoch in range(len(history) + 1, _last_epoch(spec) + 1):
             started = time.perf_counter()
-            for step in range(STEPS_PER_EPOCH):
-                if stop():
-                    how = "interrupted"
-                    raise JobInterrupted(f"stop requested during epoch {epoch}")
-                time.sleep(step_seconds)  # the "batch"
-                if step == STEPS_PER_EPOCH // 2:
-                    faults.point("epoch")
+            try:
+                _batches(epoch, stop, step_seconds)
+            except JobInterrupted:
+                how = "interrupted"
+                raise
             history.append(_record(spec.seed, epoch, time.perf_counter() - started))
-            if checkpoint_path is not None:
-                state = {
-                    "job_key": key,
-                    "history": [dataclasses.asdict(r) for r in history],
-                    "padding": "x" * _padding(spec.seed),
-                }
-                data = json.dumps(state).encode()
-                write_atomically(
-                    Path(checkpoint_path), lambda handle, data=data: handle.write(data)
-                )
+            _save(checkpoint_path, key, spec.seed, history)
             if on_epoch is not None:
                 on_epoch(history[-1])
         how = "returned"
     finally:
         _log("end", key, how)
+    return _outcome(history, resumed, device, slots)
+
+
+def _check_cohort(specs: list[JobSpec], checkpoint_paths: list[Path | None] | None) -> None:
+    """harness.train.run_jobs's refusals: one cell's seeds only, the device pipeline for more
+    than one, one checkpoint path per member."""
+    if not specs:
+        raise HarnessError("run_jobs needs at least one job")
+    first = dataclasses.replace(specs[0], seed=0)
+    if any(dataclasses.replace(spec, seed=0) != first for spec in specs):
+        raise HarnessError("a cohort's jobs must be identical but for the seed")
+    if len(specs) > 1 and specs[0].config.pipeline != "device":
+        raise HarnessError("a cohort of more than one job needs config.pipeline == 'device'")
+    if checkpoint_paths is not None and len(checkpoint_paths) != len(specs):
+        raise HarnessError("run_jobs needs one checkpoint path per job")
+
+
+def run_jobs(
+    specs: list[JobSpec],
+    *,
+    device: str = "cpu",
+    data_root: Path,
+    checkpoint_paths: list[Path | None] | None = None,
+    on_epoch: Callable[[int, EpochRecord], None] | None = None,
+    on_done: Callable[[int, JobOutcome], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    slots: int = 1,
+    progress: bool = False,
+    evaluate_test: bool = True,
+) -> list[JobOutcome]:
+    _check_cohort(specs, checkpoint_paths)
+    paths = checkpoint_paths or [None] * len(specs)
+    keys = [spec.key() for spec in specs]
+    stop = should_stop or (lambda: False)
+    histories = [_resume(key, path) for key, path in zip(keys, paths, strict=True)]
+    resumed = [len(history) for history in histories]
+    outcomes: list[JobOutcome | None] = [None] * len(specs)
+    how = ["raised"] * len(specs)
+    for key, count in zip(keys, resumed, strict=True):
+        _log("start", key, count)
+
+    def finish(index: int) -> None:
+        outcomes[index] = _outcome(histories[index], resumed[index], device, slots)
+        how[index] = "returned"
+        _log("end", keys[index], "returned")
+        if on_done is not None:
+            on_done(index, outcomes[index])
+        if os.environ.get("FAULT_RUNNER_SIGTERM_AFTER_DONE") == "1":
+            os.environ.pop("FAULT_RUNNER_SIGTERM_AFTER_DONE")  # once per process
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def running() -> list[int]:
+        return [i for i in range(len(specs)) if outcomes[i] is None]
+
+    try:
+        _raise_if_failing_device(device)
+        fail_epoch = int(os.environ.get("FAULT_RUNNER_FAIL_EPOCH", "0"))
+        step_seconds = _step_seconds()
+        # Members resumed from a checkpoint of their last epoch (a kill before completion).
+        for index in running():
+            if resumed[index] >= _last_epoch(specs[index]):
+                finish(index)
+        while members := running():
+            epochs = {i: len(histories[i]) + 1 for i in members}
+            if fail_epoch and fail_epoch in epochs.values():
+                raise RuntimeError(f"stand-in failure at epoch {fail_epoch} of a fused cohort")
+            started = time.perf_counter()
+            try:
+                _batches(min(epochs.values()), stop, step_seconds)  # one fused pass for all
+            except JobInterrupted:
+                for index in members:
+                    how[index] = "interrupted"
+                raise
+            seconds = time.perf_counter() - started
+            for index in members:
+                spec, history = specs[index], histories[index]
+                history.append(_record(spec.seed, epochs[index], seconds))
+                _save(paths[index], keys[index], spec.seed, history)
+                if on_epoch is not None:
+                    on_epoch(index, history[-1])
+                if len(history) >= _last_epoch(spec):
+                    finish(index)
+    finally:
+        for index in running():
+            _log("end", keys[index], how[index])
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _outcome(history: list[EpochRecord], resumed: int, device: str, slots: int) -> JobOutcome:
     best = max(history, key=lambda r: r.val_acc)
     last = history[-1]
     top1 = best.val_acc

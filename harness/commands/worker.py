@@ -48,6 +48,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run K jobs at once on the device, as K child processes (default 1)",
     )
     parser.add_argument(
+        "--fuse-seeds",
+        type=int,
+        default=1,
+        metavar="S",
+        help="claim up to S seeds of one cell together and train them as one fused model "
+        "(device-pipeline jobs only; others run one at a time; default 1)",
+    )
+    parser.add_argument(
         "--until-empty",
         action="store_true",
         help="exit when no job is left to claim (default: wait for more)",
@@ -194,6 +202,8 @@ def _child_argv(args: argparse.Namespace, device: str) -> list[str]:
     ]
     if args.until_empty:
         argv.append("--until-empty")
+    if args.fuse_seeds != 1:
+        argv += ["--fuse-seeds", str(args.fuse_seeds)]
     if args.max_jobs is not None:
         argv += ["--max-jobs", str(args.max_jobs)]
     if args.no_progress:
@@ -212,6 +222,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.slots < 1:
         raise HarnessError(f"--slots must be at least 1 (got {args.slots})")
+    if args.fuse_seeds < 1:
+        raise HarnessError(f"--fuse-seeds must be at least 1 (got {args.fuse_seeds})")
     if args.lease_seconds <= 0:
         raise HarnessError(f"--lease-seconds must be positive (got {args.lease_seconds:g})")
     if args.max_jobs is not None and args.max_jobs < 1:
@@ -247,6 +259,7 @@ def run(args: argparse.Namespace) -> int:
         exclusive=args.exclusive,
         db_patience=args.db_patience,
         runner=args.runner,
+        cohort_size=args.fuse_seeds,
     )
     worker = Worker(engine, options)
     with worker.signals_handled():
