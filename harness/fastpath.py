@@ -77,17 +77,7 @@ class FastStep:
         """Train on one batch of float inputs (N, C, H, W) and int64 labels, on the device."""
         if not self.model.training:
             self.model.train()
-        if not self.cuda_graph:
-            self._prepare_grads_in_place()
-            self._body(self._layout(inputs), labels)
-            return
-        graphed = self._graphs.get(tuple(inputs.shape))
-        if graphed is None:
-            graphed = self._capture(inputs, labels)
-            self._graphs[tuple(inputs.shape)] = graphed
-        graphed.inputs.copy_(inputs)
-        graphed.labels.copy_(labels)
-        graphed.graph.replay()
+        run_step(self, inputs, labels)
 
     def set_learning_rate(self, lr: float) -> None:
         """Change the learning rate; in place when it is a tensor, which graphs read on replay.
@@ -164,27 +154,59 @@ class FastStep:
             self.count.add_(labels.shape[0])
         return loss
 
-    def _capture(self, inputs: torch.Tensor, labels: torch.Tensor) -> _GraphedStep:
-        static_inputs = self._layout(inputs.clone())
-        static_labels = labels.clone()
-        saved = _Snapshot(self.model, self.optimizer, (self.loss_sum, self.correct, self.count))
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            # Warm-up builds gradient tensors and optimizer state outside any graph pool, so
-            # every graph sees the same persistent addresses.
-            for _ in range(WARMUP_STEPS):
-                self._prepare_grads_in_place()
-                self._body(static_inputs, static_labels)
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        saved.restore()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
-            self._prepare_grads_in_place()
-            self._body(static_inputs, static_labels)
-        if self._pool is None:
-            self._pool = graph.pool()
-        return _GraphedStep(graph, static_inputs, static_labels)
+    def _snapshot(self) -> _Snapshot:
+        return _Snapshot(
+            [
+                *self.model.parameters(),
+                *self.model.buffers(),
+                self.loss_sum,
+                self.correct,
+                self.count,
+            ],
+            self.optimizer,
+        )
+
+
+def run_step(stepper: Any, inputs: torch.Tensor, labels: torch.Tensor) -> None:
+    """One training step of `stepper` (FastStep or harness.fused.FusedStep): eagerly, or by
+    replaying the CUDA graph captured for this input shape (captured on first sight).
+
+    The stepper provides cuda_graph, _graphs (shape -> _GraphedStep), _pool, device, _layout,
+    _prepare_grads_in_place, _body and _snapshot (what a warm-up step changes)."""
+    if not stepper.cuda_graph:
+        stepper._prepare_grads_in_place()
+        stepper._body(stepper._layout(inputs), labels)
+        return
+    graphed = stepper._graphs.get(tuple(inputs.shape))
+    if graphed is None:
+        graphed = _capture(stepper, inputs, labels)
+        stepper._graphs[tuple(inputs.shape)] = graphed
+    graphed.inputs.copy_(inputs)
+    graphed.labels.copy_(labels)
+    graphed.graph.replay()
+
+
+def _capture(stepper: Any, inputs: torch.Tensor, labels: torch.Tensor) -> _GraphedStep:
+    static_inputs = stepper._layout(inputs.clone())
+    static_labels = labels.clone()
+    saved = stepper._snapshot()
+    side = torch.cuda.Stream(stepper.device)
+    side.wait_stream(torch.cuda.current_stream(stepper.device))
+    with torch.cuda.stream(side):
+        # Warm-up builds gradient tensors and optimizer state outside any graph pool, so
+        # every graph sees the same persistent addresses.
+        for _ in range(WARMUP_STEPS):
+            stepper._prepare_grads_in_place()
+            stepper._body(static_inputs, static_labels)
+    torch.cuda.current_stream(stepper.device).wait_stream(side)
+    saved.restore()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=stepper._pool):
+        stepper._prepare_grads_in_place()
+        stepper._body(static_inputs, static_labels)
+    if stepper._pool is None:
+        stepper._pool = graph.pool()
+    return _GraphedStep(graph, static_inputs, static_labels)
 
 
 def make_adam(
@@ -212,24 +234,27 @@ def _is_capturable(optimizer: torch.optim.Optimizer) -> bool:
 
 
 class _Snapshot:
-    """Copies of everything a warm-up step changes, restored in place before capture."""
+    """Copies of everything a warm-up step changes, restored in place before capture.
+
+    `optimizer` (a torch optimizer, or None when its state is among `tensors`): state the
+    warm-up created did not exist before and is zeroed, Adam's fresh state."""
 
     def __init__(
-        self, model: nn.Module, optimizer: torch.optim.Optimizer, extra: tuple[torch.Tensor, ...]
+        self, tensors: list[torch.Tensor], optimizer: torch.optim.Optimizer | None = None
     ) -> None:
-        self.tensors = [
-            (t, t.detach().clone()) for t in [*model.parameters(), *model.buffers(), *extra]
-        ]
+        self.tensors = [(t, t.detach().clone()) for t in tensors]
         self.optimizer = optimizer
         self.state = {
             id(param): {k: v.clone() for k, v in state.items() if torch.is_tensor(v)}
-            for param, state in optimizer.state.items()
+            for param, state in (optimizer.state.items() if optimizer is not None else ())
         }
 
     @torch.no_grad()
     def restore(self) -> None:
         for tensor, copy in self.tensors:
             tensor.copy_(copy)
+        if self.optimizer is None:
+            return
         # In place, so the tensors the graph captures are the ones the optimizer keeps.
         # State the warm-up created did not exist before: zeros are Adam's fresh state
         # (its step counter included), so the first real step is a first step.
