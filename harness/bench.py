@@ -12,6 +12,7 @@ not the pixels. Three measurements:
    steps/s says how much of the device one job leaves idle.
 3. A projection of the paper grid's wall time: the step time of every cell's (model, data
    shape), times steps per epoch from the real split sizes, times epochs and seeds.
+Fused seed cohorts (`--fused`) are timed in harness/bench_fused.py, MPS packing in bench_mps.py.
 """
 
 from __future__ import annotations
@@ -62,13 +63,15 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def build_model(name: str, shape: DataShape, device: torch.device) -> torch.nn.Module:
+def build_model(
+    name: str, shape: DataShape, device: torch.device, seed: int = 0
+) -> torch.nn.Module:
     from models import MODEL_NAMES
     from models import build_model as build
 
     if name not in MODEL_NAMES:
         raise HarnessError(f"unknown model {name!r}; valid: {', '.join(MODEL_NAMES)}")
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     return build(name, shape.channels, shape.num_classes).to(device)
 
 
@@ -98,21 +101,29 @@ def _rate(steps: int, seconds: float, batch: int) -> dict[str, float]:
 # ------------------------------------------------------------------------------ ours
 
 
-def _forever(split: DeviceSplit, batch: int, generator: torch.Generator):
+def endless_batches(split: DeviceSplit, batch: int, generator: torch.Generator):
     while True:
         # drop_last: every timed step has the full batch, so one graph serves all of them.
         yield from split.epoch(batch, generator, drop_last=True)
+
+
+def device_data(settings: BenchSettings) -> tuple[DeviceSplit, BatchAugment]:
+    """Synthetic uint8 images of the shape resident on the device, and its Table 2 augmentation
+    (shared by the fast path, packing and harness.bench_fused)."""
+    shape, batch = SHAPES[settings.shape], settings.batch()
+    images, labels = synthetic_images(shape, max(batch, min(settings.data_size, shape.train_size)))
+    split = DeviceSplit(images, labels, torch.device(settings.device))
+    augment = BatchAugment(
+        list(shape.train_augment()), shape.mean, shape.std, shape.resize, shape.stored_size
+    )
+    return split, augment
 
 
 def _fast_path(settings: BenchSettings, seed: int) -> tuple[FastStep, Any, Callable[[int], None]]:
     """The fast path's pieces for one job: FastStep, its batch stream, and `train_steps(n)`."""
     device = torch.device(settings.device)
     shape, batch = SHAPES[settings.shape], settings.batch()
-    images, labels = synthetic_images(shape, max(batch, min(settings.data_size, shape.train_size)))
-    split = DeviceSplit(images, labels, device)
-    augment = BatchAugment(
-        list(shape.train_augment()), shape.mean, shape.std, shape.resize, shape.stored_size
-    )
+    split, augment = device_data(settings)
     model = build_model(settings.model, shape, device)
     fast = FastStep(
         model,
@@ -123,7 +134,7 @@ def _fast_path(settings: BenchSettings, seed: int) -> tuple[FastStep, Any, Calla
         settings.cuda_graph,
     )
     generator = torch.Generator(device=device).manual_seed(seed)
-    batches = _forever(split, batch, generator)
+    batches = endless_batches(split, batch, generator)
 
     def train_steps(count: int) -> None:
         for _ in range(count):
@@ -133,7 +144,7 @@ def _fast_path(settings: BenchSettings, seed: int) -> tuple[FastStep, Any, Calla
     return fast, batches, train_steps
 
 
-def _warmup_steps(settings: BenchSettings) -> int:
+def warmup_steps(settings: BenchSettings) -> int:
     """Untimed steps first; at least one under CUDA graphs, whose first step captures."""
     return max(settings.warmup, 1 if settings.cuda_graph else 0)
 
@@ -152,7 +163,7 @@ def time_ours(settings: BenchSettings, with_eval: bool = False) -> dict[str, Any
         return time.perf_counter() - start
 
     # At least one untimed step under graphs: the first step captures (with its own warm-up).
-    timed_steps(_warmup_steps(settings))
+    timed_steps(warmup_steps(settings))
     result = _rate(settings.steps, timed_steps(settings.steps), batch)
     fast.epoch_metrics()  # the one host sync per epoch the real loop pays
     if with_eval:
@@ -265,11 +276,15 @@ def time_authors(settings: BenchSettings) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- packing
 
 
-def _packing_job(settings: BenchSettings, threads: int, barrier: Any, results: Any) -> None:
+def _packing_job(
+    settings: BenchSettings, threads: int, barrier: Any, results: Any, env: dict[str, str]
+) -> None:
+    # Here, before CUDA starts (it reads CUDA_MPS_* once): a fork server started earlier lacks it.
+    os.environ.update(env)
     torch.set_num_threads(threads)
     device = torch.device(settings.device)
     _, _, train_steps = _fast_path(settings, seed=os.getpid())
-    train_steps(_warmup_steps(settings))
+    train_steps(warmup_steps(settings))
     synchronize(device)
     barrier.wait()  # all jobs are built and warm: time only the overlap
     start = time.perf_counter()  # CLOCK_MONOTONIC on Linux: comparable across processes
@@ -279,9 +294,13 @@ def _packing_job(settings: BenchSettings, threads: int, barrier: Any, results: A
 
 
 def measure_packing(
-    settings: BenchSettings, job_counts: list[int], timeout_s: float = 900
+    settings: BenchSettings,
+    job_counts: list[int],
+    timeout_s: float = 900,
+    env: dict[str, str] | None = None,
 ) -> list[dict]:
-    """Total and per-job steps/s with k concurrent jobs (processes) sharing the device."""
+    """Total and per-job steps/s with k concurrent jobs (processes) sharing the device; `env`:
+    extra environment variables of every job (harness.bench_mps)."""
     on_cuda = torch.device(settings.device).type == "cuda"
     # Not fork: a child forked after the parent ran torch's OpenMP pool can deadlock in it, and
     # CUDA cannot be re-initialised in a forked child. A fork server that has imported torch
@@ -294,7 +313,9 @@ def measure_packing(
         threads = 1 if on_cuda else threads
         barrier, results = context.Barrier(jobs), context.Queue()
         procs = [
-            context.Process(target=_packing_job, args=(settings, threads, barrier, results))
+            context.Process(
+                target=_packing_job, args=(settings, threads, barrier, results, env or {})
+            )
             for _ in range(jobs)
         ]
         for proc in procs:

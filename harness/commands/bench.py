@@ -1,7 +1,8 @@
 """`harness bench`: time the authors' pipeline against the fast path; packing; grid projection.
 
     harness bench [--device cuda|cpu] [--model resnet18] [--dataset-shape fashionmnist]
-                  [--grid paper|none] [--steps N] [--slots 1,4,8,12] [--out benchmarks/results/]
+                  [--grid paper|none] [--steps N] [--slots 1,4,8,12] [--mps]
+                  [--fused 1,4,8,12] [--grid-fused] [--out benchmarks/results/]
 
 Writes one timestamped JSON file (device, torch version, git commit, command line, every
 number) and prints a summary. See benchmarks/README.md and docs/PERFORMANCE.md.
@@ -61,6 +62,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--slots",
         default=None,
         help="concurrent jobs to time (default 1,4,8,12 on CUDA, 1,2 on the CPU; 0 skips packing)",
+    )
+    parser.add_argument(
+        "--mps",
+        action="store_true",
+        help="pack the jobs under a private CUDA MPS daemon (CUDA only; the JSON says if used)",
+    )
+    parser.add_argument(
+        "--fused",
+        default=None,
+        help="seeds per fused cohort to time (default 1,4,8,12 on CUDA, 1,2 on the CPU; 0 skips)",
+    )
+    parser.add_argument(
+        "--grid-fused",
+        action="store_true",
+        help="project the grid's training steps at the fused rate of the largest --fused size",
     )
     parser.add_argument(
         "--precision",
@@ -170,6 +186,8 @@ def command_line(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from datasets.gpu.shapes import SHAPES
     from harness.bench import BenchSettings, measure_packing, project_grid, time_authors, time_ours
+    from harness.bench_fused import add_fused_projection, fused_cohort_size, measure_fused
+    from harness.bench_mps import mps_daemon
     from harness.grids import paper_grid
     from models import MODEL_NAMES
 
@@ -188,6 +206,11 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size is not None:
         _positive("batch-size", args.batch_size)
     slots = _int_list("slots", args.slots or ("1,4,8,12" if on_cuda else "1,2"))
+    fused_sizes = _int_list("fused", args.fused or ("1,4,8,12" if on_cuda else "1,2"))
+    if args.grid_fused and not fused_sizes:
+        raise HarnessError("--grid-fused needs fused cohort sizes; drop --fused 0 or --grid-fused")
+    if args.grid_fused and args.grid == "none":
+        raise HarnessError("--grid-fused needs a grid to project; drop --grid none or --grid-fused")
     settings = BenchSettings(
         device=device,
         model=args.model,
@@ -230,27 +253,45 @@ def run(args: argparse.Namespace) -> int:
     _line("fast path", ours)
     speedup = ours["steps_per_s"] / authors["steps_per_s"]
     print(f"  fast path / authors' pipeline: {speedup:.2f}x", flush=True)
-    packing = measure_packing(settings, slots) if slots else []
+    with mps_daemon(device, args.mps and bool(slots)) as (mps_env, mps):
+        packing = measure_packing(settings, slots, env=mps_env) if slots else []
+    if args.mps and not slots:
+        mps["reason"] = "packing skipped (--slots 0)"
     phase("packing")
     for entry in packing:
         print(
             f"  {entry['jobs']:>2} concurrent jobs: {entry['total_steps_per_s']:.1f} steps/s in total",
             flush=True,
         )
+    if args.mps:
+        print(f"  MPS: {'used' if mps['used'] else 'not used (' + mps['reason'] + ')'}", flush=True)
     single = next((e["total_steps_per_s"] for e in packing if e["jobs"] == 1), None)
     best = max((e["total_steps_per_s"] for e in packing), default=None)
     packing_speedup = best / single if single and best else None
+    fused = None
+    if fused_sizes:
+        fused = measure_fused(settings, fused_sizes, ours["steps_per_s"], best)
+        phase("fused")
+        for entry in fused["runs"]:
+            _fused_line(entry)
     projection = None
     if cells:
         projection = project_grid(
             settings, cells, args.epochs, args.seeds, packing_speedup, paper_epoch_seconds()
         )
+        # Which figure the projection's parallel time comes from (fused overrides packing).
+        projection["method"] = "packing" if projection["packed_hours"] else "serial"
+        projection["fused_members"] = projection["fused_hours"] = None
+        if args.grid_fused:
+            members = fused_cohort_size(fused_sizes, args.seeds)
+            add_fused_projection(settings, projection, members)
         phase("projection")
-        packed = projection["packed_hours"]
+        packed, fused_h = projection["packed_hours"], projection["fused_hours"]
         print(
             f"  grid '{args.grid}' ({len(projection['cells'])} cells x {args.seeds} seeds x "
             f"{args.epochs} epochs): {projection['serial_hours']:.2f} h one job at a time"
-            + (f", {packed:.2f} h packed" if packed else ""),
+            + (f", {packed:.2f} h packed" if packed else "")
+            + (f", {fused_h:.2f} h fused ({projection['fused_members']} seeds)" if fused_h else ""),
             flush=True,
         )
 
@@ -265,6 +306,8 @@ def run(args: argparse.Namespace) -> int:
             "batch_size": settings.batch(),
             "grid": args.grid,
             "slots": slots,
+            "fused": fused_sizes,
+            "grid_fused": args.grid_fused,
         },
         "pipelines": {"authors": authors, "ours": ours},
         "speedup": speedup,
@@ -273,7 +316,9 @@ def run(args: argparse.Namespace) -> int:
             "dataset_shape": args.dataset_shape,
             "runs": packing,
             "speedup": packing_speedup,
+            "mps": mps,
         },
+        "fused": fused,
         "projection": projection,
         "phase_seconds": phases,
     }
@@ -286,6 +331,16 @@ def _line(label: str, timing: dict[str, Any]) -> None:
     print(
         f"  {label:<18} {timing['steps_per_s']:8.2f} steps/s  {timing['ms_per_step']:8.2f} ms/step  "
         f"{timing['images_per_s']:9.0f} images/s",
+        flush=True,
+    )
+
+
+def _fused_line(run: dict[str, Any]) -> None:
+    packing = run["vs_best_packing"]
+    print(
+        f"  fused {run['members']:>2} seeds: {run['fused_steps_per_s']:8.2f} fused steps/s = "
+        f"{run['member_steps_per_s']:8.2f} member-steps/s, {run['vs_one_job']:.2f}x one job"
+        + (f", {packing:.2f}x best packing" if packing else ""),
         flush=True,
     )
 
