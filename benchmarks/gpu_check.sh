@@ -6,8 +6,11 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device visible')"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
-# CUDA graph step == eager step; GPU augmentation == CPU augmentation; pinned streaming.
-"$PY" -m pytest -q -rs tests/test_fastpath.py tests/test_gpu_augment.py
-# Pipelines, packing 1/4/8/12, and the projection on two datasets' cells (about 2 minutes).
-"$PY" -m harness.cli bench --device cuda --steps 30 --warmup 10 \
-    --grid-datasets fashionmnist,cifar10 --out "${OUT:-benchmarks/results}" "$@"
+# CUDA graph step == eager step (single and fused); GPU augmentation == CPU augmentation;
+# pinned streaming.
+"$PY" -m pytest -q -rs tests/test_fastpath.py tests/test_gpu_augment.py tests/test_fused.py
+# Pipelines, packing 1/4/8/12 under MPS when nvidia-cuda-mps-control is on PATH (the JSON's
+# packing.mps says whether it served the jobs), fused cohorts of 1/4/8/12 seeds, and the
+# projection on the FashionMNIST cells (about 3 minutes with the tests, estimated: not yet timed).
+"$PY" -m harness.cli bench --device cuda --steps 30 --warmup 10 --mps --fused 1,4,8,12 \
+    --grid-datasets fashionmnist --out "${OUT:-benchmarks/results}" "$@"
