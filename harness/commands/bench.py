@@ -32,8 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="time the authors' input pipeline against the fast path on one device",
         description="Time one training job with the authors' pipeline (DataLoader + PIL "
         "transforms, fp32, eager) and with the fast path (device-resident uint8, batched "
-        "augmentation, bf16, channels_last, CUDA graph), packing of concurrent jobs, and a "
-        "projection of the grid's wall time. Synthetic data of the dataset's shape.",
+        "augmentation, bf16, channels_last, CUDA graph), packing of concurrent jobs (optionally "
+        "under CUDA MPS), fused seed cohorts, and a projection of the grid's wall time. "
+        "Synthetic data of the dataset's shape.",
     )
     parser.add_argument(
         "--device", default=None, help="cuda, cuda:N or cpu (default: cuda if available)"
@@ -76,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--grid-fused",
         action="store_true",
-        help="project the grid's training steps at the fused rate of the largest --fused size",
+        help="project the grid at the fused rate of the largest --fused size (at most --seeds)",
     )
     parser.add_argument(
         "--precision",
