@@ -9,17 +9,15 @@ not the pixels. Three measurements:
    `loss.item()` per step (as the notebooks do). "ours": uint8 images resident on the device,
    `BatchAugment`, `FastStep` (bf16 autocast on CUDA, channels_last, CUDA graph on CUDA).
 2. Packing: 1, 4, 8, 12 concurrent jobs (processes) on the device running "ours"; the total
-   steps/s says how much of the device one job leaves idle.
+   steps/s says how much of the device one job leaves idle (harness/bench_packing.py).
 3. A projection of the paper grid's wall time: the step time of every cell's (model, data
    shape), times steps per epoch from the real split sizes, times epochs and seeds.
-Fused seed cohorts (`--fused`) are timed in harness/bench_fused.py, MPS packing in bench_mps.py.
+Fused seed cohorts (`--fused`) are timed in harness/bench_fused.py; MPS is in bench_mps.py.
 """
 
 from __future__ import annotations
 
 import math
-import multiprocessing
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -119,7 +117,7 @@ def device_data(settings: BenchSettings) -> tuple[DeviceSplit, BatchAugment]:
     return split, augment
 
 
-def _fast_path(settings: BenchSettings, seed: int) -> tuple[FastStep, Any, Callable[[int], None]]:
+def fast_path(settings: BenchSettings, seed: int) -> tuple[FastStep, Any, Callable[[int], None]]:
     """The fast path's pieces for one job: FastStep, its batch stream, and `train_steps(n)`."""
     device = torch.device(settings.device)
     shape, batch = SHAPES[settings.shape], settings.batch()
@@ -153,7 +151,7 @@ def time_ours(settings: BenchSettings, with_eval: bool = False) -> dict[str, Any
     """Steps/s of the fast path: device-resident uint8 + BatchAugment + FastStep."""
     device = torch.device(settings.device)
     shape, batch = SHAPES[settings.shape], settings.batch()
-    fast, batches, train_steps = _fast_path(settings, seed=0)
+    fast, batches, train_steps = fast_path(settings, seed=0)
 
     def timed_steps(count: int) -> float:
         synchronize(device)
@@ -271,76 +269,6 @@ def time_authors(settings: BenchSettings) -> dict[str, Any]:
 
     train_steps(settings.warmup)
     return _rate(settings.steps, train_steps(settings.steps), batch)
-
-
-# ---------------------------------------------------------------------------- packing
-
-
-def _packing_job(
-    settings: BenchSettings, threads: int, barrier: Any, results: Any, env: dict[str, str]
-) -> None:
-    # Here, before CUDA starts (it reads CUDA_MPS_* once): a fork server started earlier lacks it.
-    os.environ.update(env)
-    torch.set_num_threads(threads)
-    device = torch.device(settings.device)
-    _, _, train_steps = _fast_path(settings, seed=os.getpid())
-    train_steps(warmup_steps(settings))
-    synchronize(device)
-    barrier.wait()  # all jobs are built and warm: time only the overlap
-    start = time.perf_counter()  # CLOCK_MONOTONIC on Linux: comparable across processes
-    train_steps(settings.steps)
-    synchronize(device)
-    results.put((start, time.perf_counter()))
-
-
-def measure_packing(
-    settings: BenchSettings,
-    job_counts: list[int],
-    timeout_s: float = 900,
-    env: dict[str, str] | None = None,
-) -> list[dict]:
-    """Total and per-job steps/s with k concurrent jobs (processes) sharing the device; `env`:
-    extra environment variables of every job (harness.bench_mps)."""
-    on_cuda = torch.device(settings.device).type == "cuda"
-    # Not fork: a child forked after the parent ran torch's OpenMP pool can deadlock in it, and
-    # CUDA cannot be re-initialised in a forked child. A fork server that has imported torch
-    # (and this module) once starts clean children quickly.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["torch", "harness.bench"])
-    runs = []
-    for jobs in job_counts:
-        threads = settings.threads or max(1, (os.cpu_count() or 1) // jobs)
-        threads = 1 if on_cuda else threads
-        barrier, results = context.Barrier(jobs), context.Queue()
-        procs = [
-            context.Process(
-                target=_packing_job, args=(settings, threads, barrier, results, env or {})
-            )
-            for _ in range(jobs)
-        ]
-        for proc in procs:
-            proc.start()
-        try:
-            spans = [results.get(timeout=timeout_s) for _ in procs]
-        except Exception as exc:
-            raise HarnessError(
-                f"a packed bench job with {jobs} jobs did not report ({exc!r}); "
-                "rerun with fewer --slots or --steps"
-            ) from None
-        finally:
-            for proc in procs:
-                proc.join(timeout=60)
-        wall = max(end for _, end in spans) - min(start for start, _ in spans)
-        per_job = [settings.steps / (end - start) for start, end in spans]
-        runs.append(
-            {
-                "jobs": jobs,
-                "wall_s": wall,
-                "total_steps_per_s": jobs * settings.steps / wall,
-                "per_job_steps_per_s": per_job,
-            }
-        )
-    return runs
 
 
 # ------------------------------------------------------------------------- projection

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from harness.bench import BenchSettings
 from harness.bench_fused import fused_cohort_size
 from harness.bench_mps import CONTROL, mps_daemon
+from harness.bench_packing import measure_packing
 from harness.cli import main
+from harness.errors import HarnessError
 
 SMOKE = [
     "bench",
@@ -221,3 +224,21 @@ def test_mps_daemon_without_a_server_says_the_jobs_ran_without_mps(tmp_path, mon
     with mps_daemon("cuda", True) as (_, record):
         pass
     assert record["used"] is False and "no MPS server ran" in record["reason"]
+
+
+@pytest.mark.slow
+def test_a_packed_job_that_dies_fails_the_measurement_at_once():
+    # Each job raises while building its model (an unknown name reaches only the children), so
+    # no job reports; the parent must say so from the exit codes, not wait for its timeout.
+    settings = BenchSettings(
+        device="cpu",
+        model="no-such-model",
+        shape="fashionmnist",
+        steps=1,
+        warmup=0,
+        batch_size=2,
+        data_size=4,
+        threads=1,
+    )
+    with pytest.raises(HarnessError, match="exited with code 1 before reporting"):
+        measure_packing(settings, [2], timeout_s=600)

@@ -186,9 +186,10 @@ def command_line(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from datasets.gpu.shapes import SHAPES
-    from harness.bench import BenchSettings, measure_packing, project_grid, time_authors, time_ours
+    from harness.bench import BenchSettings, project_grid, time_authors, time_ours
     from harness.bench_fused import add_fused_projection, fused_cohort_size, measure_fused
     from harness.bench_mps import mps_daemon
+    from harness.bench_packing import measure_packing
     from harness.grids import paper_grid
     from models import MODEL_NAMES
 
