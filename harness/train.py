@@ -16,7 +16,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,10 @@ from torch import nn
 
 from harness import provenance
 from harness.callbacks import EarlyStopping, ReduceLROnPlateau
-from harness.checkpoint import load_checkpoint, save_checkpoint
+from harness.checkpoint import save_checkpoint
+from harness.cohort import build_trainer, check_cohort, load_state, run_by_resume_epoch
 from harness.config import JobSpec
-from harness.errors import HarnessError
-from harness.fastpath import FastStep, make_adam
+from harness.evaluation import Evaluation, evaluate
 from harness.gradients import measure_gradients
 from harness.metrics import classification_metrics
 from harness.outcome import EpochRecord, JobInterrupted, JobOutcome, job_outcome
@@ -46,119 +46,21 @@ from harness.runtime import (
     sync,
 )
 
-
-class LoaderStep:
-    """The "loader" pipeline's training step: eager autocast/backward/Adam, as the authors ran
-    it. Same interface as harness.fastpath.FastStep (step, set_learning_rate, epoch_metrics),
-    so the one loop in run_job takes either; sums stay on the device (no host sync per step)."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        device: torch.device,
-        precision: str,
-    ) -> None:
-        self.model, self.optimizer, self.device, self.precision = (
-            model,
-            optimizer,
-            device,
-            precision,
-        )
-        self.reset_metrics()
-
-    def step(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        with autocast(self.device, self.precision):
-            logits = self.model(images)
-            loss = nn.functional.cross_entropy(logits, labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.seen += len(labels)
-        self.correct += (logits.detach().argmax(1) == labels).sum()
-        self.loss_sum += loss.detach().double() * len(labels)
-
-    def set_learning_rate(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-
-    def epoch_metrics(self) -> dict[str, float]:
-        metrics = {
-            "loss": float(self.loss_sum) / self.seen,
-            "accuracy": int(self.correct) / self.seen,
-            "samples": self.seen,
-        }
-        self.reset_metrics()
-        return metrics
-
-    def reset_metrics(self) -> None:
-        self.seen = 0
-        self.correct = torch.zeros((), dtype=torch.int64, device=self.device)
-        self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-
-
-# --------------------------------------------------------------------------- evaluation
+# --------------------------------------------------------------------------- the loop
 
 
 @dataclass
-class Evaluation:
-    logits: torch.Tensor  # (N, classes) float32 on the CPU
-    labels: torch.Tensor  # (N,) int64 on the CPU
-    loss: float  # mean cross-entropy
-    acc: float
-    attention_by_token: list[list[float]] | None  # per encoder layer, mean weight received
+class _Member:
+    """One job of a cohort: its spec and everything the loop keeps per job."""
 
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    loader: Any,
-    device: torch.device,
-    *,
-    precision: str = "fp32",
-    details: bool = False,
-    should_stop: Callable[[], bool] | None = None,
-) -> Evaluation:
-    """Eval-mode pass over `loader`; with `details` (GradAttn models) also the mean attention
-    weight each token position receives, averaged over samples, heads and query positions."""
-    model.eval()
-    all_logits, all_labels = [], []
-    attention_sums: list[torch.Tensor] | None = None
-    for images, labels in loader:
-        if should_stop is not None and should_stop():
-            raise JobInterrupted("stop requested during evaluation")
-        images = images.to(device, non_blocking=True)
-        with autocast(device, precision):
-            if details:
-                logits, info = model(images, return_details=True)
-                # (B, heads, query, key) -> sum over samples of the mean over heads and queries
-                batch_sums = [a.double().mean(dim=(1, 2)).sum(dim=0) for a in info["attention"]]
-                attention_sums = (
-                    batch_sums
-                    if attention_sums is None
-                    else [
-                        total + part for total, part in zip(attention_sums, batch_sums, strict=True)
-                    ]
-                )
-            else:
-                logits = model(images)
-        all_logits.append(logits.float().cpu())
-        all_labels.append(labels.cpu().long())
-    logits_cpu, labels_cpu = torch.cat(all_logits), torch.cat(all_labels)
-    count = len(labels_cpu)
-    attention = None
-    if attention_sums is not None:
-        attention = [(total / count).cpu().tolist() for total in attention_sums]
-    return Evaluation(
-        logits=logits_cpu,
-        labels=labels_cpu,
-        loss=float(nn.functional.cross_entropy(logits_cpu.double(), labels_cpu)),
-        acc=float((logits_cpu.argmax(1) == labels_cpu).double().mean()),
-        attention_by_token=attention,
-    )
-
-
-# --------------------------------------------------------------------------- the job
+    index: int  # position in run_jobs' specs
+    spec: JobSpec
+    checkpoint: Path | None
+    plateau: ReduceLROnPlateau
+    stopper: EarlyStopping
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    history: list[EpochRecord] = field(default_factory=list)
+    resumed_after: int = 0
 
 
 def run_job(
@@ -177,13 +79,42 @@ def run_job(
 
     ``evaluate_test=False`` (hyper-parameter tuning) stops after training: the test split is
     never touched, and the outcome has empty ``metrics`` and ``gradient_layers``."""
-    import models
+    return run_jobs(
+        [spec],
+        device=device,
+        data_root=data_root,
+        checkpoint_paths=[checkpoint_path],
+        on_epoch=None if on_epoch is None else (lambda _index, record: on_epoch(record)),
+        should_stop=should_stop,
+        slots=slots,
+        progress=progress,
+        evaluate_test=evaluate_test,
+    )[0]
 
-    config = spec.config
-    for name in ("max_epochs", "batch_size", "max_train_batches", "grad_batches"):
-        value = getattr(config, name)
-        if value is not None and value < 1:
-            raise HarnessError(f"{name}={value} must be at least 1; fix the job's overrides")
+
+def run_jobs(
+    specs: list[JobSpec],
+    *,
+    device: str = "cpu",
+    data_root: Path,
+    checkpoint_paths: list[Path | None] | None = None,
+    on_epoch: Callable[[int, EpochRecord], None] | None = None,
+    on_done: Callable[[int, JobOutcome], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    slots: int = 1,
+    progress: bool = False,
+    evaluate_test: bool = True,
+) -> list[JobOutcome]:
+    """Train a cohort: the seeds of one cell, fused into one model when there are several
+    (harness.fused), each with its own data order, augmentation, schedule, early stopping,
+    checkpoint and outcome. One job is a cohort of one (run_job).
+
+    on_epoch(index, record) follows each member's checkpoint; on_done(index, outcome) comes as
+    soon as a member finishes, while the rest train on. JobInterrupted leaves the unfinished
+    members' checkpoints after their last finished epoch."""
+
+    paths = list(checkpoint_paths) if checkpoint_paths is not None else [None] * len(specs)
+    config = check_cohort(specs, paths)
     dev = check_device(device)
     autocast(dev, config.precision)  # validate the precision before any work
     check_pipeline(config.pipeline)
@@ -191,30 +122,40 @@ def run_job(
         # Several jobs share the CPU: split its cores instead of oversubscribing them.
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         torch.set_num_threads(max(1, (cores or 1) // slots))
-    data = load_data(spec, data_root)
+    states = [load_state(p, spec, dev) for p, spec in zip(paths, specs, strict=True)]
+    resumed = sorted({len(s["history"]) if s else 0 for s in states})
+    if len(resumed) > 1:
+        # Members checkpointed at different epochs cannot step in lockstep: one cohort each.
+        return run_by_resume_epoch(run_jobs, specs, paths, states, resumed, locals())
+    data = load_data(specs[0], data_root)
     meta = data.meta
     stop_requested = should_stop or (lambda: False)
+    on_device = config.pipeline == "device"
+    outcomes: dict[int, JobOutcome] = {}
 
     with determinism(config.deterministic, device):
-        seed_everything(spec.seed)
-        model = models.build_model(spec.model, meta.channels, meta.num_classes, **config.model)
-        model = model.to(dev)
-        # The pipeline's two variation points: where batches come from, and the step.
-        on_device = config.pipeline == "device"
+        trainer = build_trainer(specs, meta, config, dev)
+        members = []
+        for position, (spec, path, state) in enumerate(zip(specs, paths, states, strict=True)):
+            member = _Member(
+                position,
+                spec,
+                path,
+                ReduceLROnPlateau(config.lr, config.lr_factor, config.lr_patience, config.min_lr),
+                EarlyStopping(config.es_patience),
+            )
+            if state is not None:
+                trainer.load(position, state["model"], state["optimizer"])
+                member.plateau.load_state_dict(state["plateau"])
+                member.stopper.load_state_dict(state["stopper"])
+                member.best_state = state["best_state"]
+                member.history = [EpochRecord(**row) for row in state["history"]]
+                member.resumed_after = len(member.history)
+            members.append(member)
         if on_device:
-            optimizer = make_adam(model, config.lr, config.weight_decay, dev)
-            # CUDA graph and channels_last on CUDA only; on the CPU the same step runs eagerly.
-            stepper: Any = FastStep(
-                model, optimizer, dev, config.precision, channels_last=dev.type == "cuda"
-            )
             splits = dict(zip(("train", "val", "test"), device_splits(data, dev), strict=True))
-        else:
-            optimizer = torch.optim.Adam(
-                model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-            )
-            stepper = LoaderStep(model, optimizer, dev, config.precision)
 
-        def batches_of(name: str, *, epoch: int = 0, order: torch.Generator | None = None) -> Any:
+        def batches_of(name: str, *, seed: int = 0, epoch: int = 0, order: Any = None) -> Any:
             train = name == "train"
             if on_device:
                 return DeviceBatches(
@@ -223,124 +164,164 @@ def run_job(
                     config,
                     train=train,
                     order=order,
-                    augment_seed=derived_seed(spec.seed, epoch, "augment"),
+                    augment_seed=derived_seed(seed, epoch, "augment"),
                 )
             return make_loader(
                 getattr(data, name), meta, config, train=train, device=device, generator=order
             )
 
-        plateau = ReduceLROnPlateau(config.lr, config.lr_factor, config.lr_patience, config.min_lr)
-        stopper = EarlyStopping(config.es_patience)
-        best_state: dict[str, torch.Tensor] = {}
-        history: list[EpochRecord] = []
-        resumed_after = 0
-
-        if checkpoint_path is not None and Path(checkpoint_path).exists():
-            state = load_checkpoint(Path(checkpoint_path), spec.key(), dev)
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            plateau.load_state_dict(state["plateau"])
-            stopper.load_state_dict(state["stopper"])
-            best_state = state["best_state"]
-            history = [EpochRecord(**row) for row in state["history"]]
-            resumed_after = len(history)
+        def finish(position: int, member: _Member) -> None:
+            outcome = _finish(
+                member,
+                trainer.model(position),
+                batches_of,
+                meta,
+                dev,
+                device,
+                should_stop,
+                slots,
+                evaluate_test,
+                data,
+            )
+            outcomes[member.index] = outcome
+            if on_done is not None:
+                on_done(member.index, outcome)
 
         val_loader = batches_of("val")
-        epoch = len(history)
-        while epoch < config.max_epochs and not stopper.stopped:
-            epoch += 1
+        active = members
+        epoch = resumed[0]
+        while True:
+            # Members that are through (also straight after a resume) finish and leave.
+            through = [m.stopper.stopped or epoch >= config.max_epochs for m in active]
+            for position, member in enumerate(active):
+                if through[position]:
+                    finish(position, member)
+            if all(through):
+                break
+            if any(through):
+                trainer.keep([p for p, gone in enumerate(through) if not gone])
+                active = [m for m, gone in zip(active, through, strict=True) if not gone]
+
             # ---- one epoch of training, seeded from (seed, epoch) so a resume replays it
-            seed_everything(derived_seed(spec.seed, epoch, "torch"))
-            order = torch.Generator().manual_seed(derived_seed(spec.seed, epoch, "order"))
-            loader = batches_of("train", epoch=epoch, order=order)
-            lr = float(optimizer.param_groups[0]["lr"])  # a tensor for a CUDA-graphed step
-            model.train()
+            epoch += 1
+            seed_everything(derived_seed(active[0].spec.seed, epoch, "torch"))
+            loaders = []
+            for member in active:
+                seed = member.spec.seed
+                order = torch.Generator().manual_seed(derived_seed(seed, epoch, "order"))
+                loaders.append(batches_of("train", seed=seed, epoch=epoch, order=order))
+            rates = [trainer.learning_rate(p) for p in range(len(active))]
+            for position in range(len(active)):
+                trainer.model(position).train()
             sync(dev)
             started = time.perf_counter()
-            batches = _progress(loader, config.max_train_batches, progress, f"epoch {epoch}")
-            for images, labels in batches:
+            streams = [_progress(loaders[0], config.max_train_batches, progress, f"epoch {epoch}")]
+            streams += [
+                _progress(loader, config.max_train_batches, False, "") for loader in loaders[1:]
+            ]
+            for batches in zip(*streams, strict=True):
                 if stop_requested():
                     raise JobInterrupted(f"stop requested during epoch {epoch}")
-                images = images.to(dev, non_blocking=True)
-                labels = labels.to(dev, non_blocking=True)
-                stepper.step(images, labels)
+                trainer.step(list(batches), dev)
             sync(dev)
-            train_seconds = time.perf_counter() - started
-            trained = stepper.epoch_metrics()  # the epoch's one host synchronisation
+            train_seconds = time.perf_counter() - started  # the cohort's: members share it
+            trained = trainer.epoch_metrics()  # the epoch's one host synchronisation
 
-            # ---- validation, callbacks, checkpoint, report
-            started = time.perf_counter()
-            val = evaluate(
-                model, val_loader, dev, precision=config.precision, should_stop=should_stop
-            )
-            sync(dev)
-            record = EpochRecord(
-                epoch=epoch,
-                train_loss=trained["loss"],
-                train_acc=trained["accuracy"],
-                val_loss=val.loss,
-                val_acc=val.acc,
-                lr=lr,
-                train_seconds=train_seconds,
-                eval_seconds=time.perf_counter() - started,
-            )
-            history.append(record)
-            # Through the step: a captured CUDA graph reads the lr tensor, not group["lr"].
-            stepper.set_learning_rate(plateau.step(val.acc))
-            if stopper.step(epoch, val.acc):
-                # A true copy: state_dict() tensors alias the live parameters.
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if checkpoint_path is not None:
-                save_checkpoint(
-                    Path(checkpoint_path),
-                    {
-                        "job_key": spec.key(),
-                        "epoch": epoch,
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "plateau": plateau.state_dict(),
-                        "stopper": stopper.state_dict(),
-                        "best_state": best_state,
-                        "history": [dataclasses.asdict(row) for row in history],
-                    },
+            # ---- per member: validation, callbacks, checkpoint, report
+            for position, member in enumerate(active):
+                model = trainer.model(position)
+                started = time.perf_counter()
+                val = evaluate(
+                    model, val_loader, dev, precision=config.precision, should_stop=should_stop
                 )
-            if on_epoch is not None:
-                on_epoch(record)
+                sync(dev)
+                record = EpochRecord(
+                    epoch=epoch,
+                    train_loss=trained[position]["loss"],
+                    train_acc=trained[position]["accuracy"],
+                    val_loss=val.loss,
+                    val_acc=val.acc,
+                    lr=rates[position],
+                    train_seconds=train_seconds,
+                    eval_seconds=time.perf_counter() - started,
+                )
+                member.history.append(record)
+                trainer.set_learning_rate(position, member.plateau.step(val.acc))
+                if member.stopper.step(epoch, val.acc):
+                    # A true copy: state_dict() tensors alias the live parameters.
+                    member.best_state = {
+                        k: v.detach().clone() for k, v in model.state_dict().items()
+                    }
+                if member.checkpoint is not None:
+                    model_state, optimizer_state = trainer.state(position)
+                    save_checkpoint(
+                        Path(member.checkpoint),
+                        {
+                            "job_key": member.spec.key(),
+                            "epoch": epoch,
+                            "model": model_state,
+                            "optimizer": optimizer_state,
+                            "plateau": member.plateau.state_dict(),
+                            "stopper": member.stopper.state_dict(),
+                            "best_state": member.best_state,
+                            "history": [dataclasses.asdict(row) for row in member.history],
+                        },
+                    )
+                if on_epoch is not None:
+                    on_epoch(member.index, record)
+    return [outcomes[i] for i in range(len(specs))]
 
-        extra: dict[str, Any] = {"resumed_after_epoch": resumed_after, "slots": slots}
-        if not evaluate_test:
-            return job_outcome(
-                history,
-                best_epoch=stopper.best_epoch,
-                evaluated_epoch=stopper.best_epoch,
-                params=models.count_parameters(model),
-                device=device,
-                extra={**extra, "test_evaluated": False},
-            )
-        # ---- test evaluation of the restored weights
-        if config.quirk("last_epoch_weights"):
-            evaluated_epoch = len(history)  # the reference code's aliasing copy restores nothing
-        else:
-            model.load_state_dict(best_state)
-            evaluated_epoch = stopper.best_epoch
-        test_loader = batches_of("test")
-        test = evaluate(
-            model,
-            test_loader,
-            dev,
-            precision=config.precision,
-            details=models.is_gradattn(spec.model),
-            should_stop=should_stop,
+
+def _finish(
+    member: _Member,
+    model: nn.Module,
+    batches_of: Callable[..., Any],
+    meta: Any,
+    dev: torch.device,
+    device: str,
+    should_stop: Callable[[], bool] | None,
+    slots: int,
+    evaluate_test: bool,
+    data: Any,
+) -> JobOutcome:
+    """A member's outcome: the test evaluation of its restored weights, gradient health and
+    provenance (or, for tuning, the training history alone)."""
+    import models
+
+    spec, config, stopper, history = member.spec, member.spec.config, member.stopper, member.history
+    extra: dict[str, Any] = {"resumed_after_epoch": member.resumed_after, "slots": slots}
+    if not evaluate_test:
+        return job_outcome(
+            history,
+            best_epoch=stopper.best_epoch,
+            evaluated_epoch=stopper.best_epoch,
+            params=models.count_parameters(model),
+            device=device,
+            extra={**extra, "test_evaluated": False},
         )
-        metrics = classification_metrics(test.logits, test.labels, meta.num_classes)
+    # ---- test evaluation of the restored weights
+    if config.quirk("last_epoch_weights"):
+        evaluated_epoch = len(history)  # the reference code's aliasing copy restores nothing
+    else:
+        model.load_state_dict(member.best_state)
+        evaluated_epoch = stopper.best_epoch
+    test_loader = batches_of("test")
+    test = evaluate(
+        model,
+        test_loader,
+        dev,
+        precision=config.precision,
+        details=models.is_gradattn(spec.model),
+        should_stop=should_stop,
+    )
+    metrics = classification_metrics(test.logits, test.labels, meta.num_classes)
 
-        # ---- gradient health on test batches, train mode, on a copy of the model
-        seed_everything(derived_seed(spec.seed, 0, "gradients"))
-        gradient_layers = measure_gradients(
-            model, iter(test_loader), max_batches=config.grad_batches, device=dev
-        )
-        record_provenance = provenance.collect(device, meta.digest, config)
-
+    # ---- gradient health on test batches, train mode, on a copy of the model
+    seed_everything(derived_seed(spec.seed, 0, "gradients"))
+    gradient_layers = measure_gradients(
+        model, iter(test_loader), max_batches=config.grad_batches, device=dev
+    )
+    record_provenance = provenance.collect(device, meta.digest, config)
     if test.attention_by_token is not None:
         extra["attention_by_token"] = test.attention_by_token
     return job_outcome(
@@ -391,4 +372,5 @@ __all__ = [
     "evaluate",
     "restore_model",
     "run_job",
+    "run_jobs",
 ]
