@@ -338,7 +338,9 @@ class Worker:
         beat.stop()
         return self.finish(job, checkpoint, label, outcome)
 
-    def finish(self, job: ClaimedJob, checkpoint: Path, label: str, outcome: Any) -> str:
+    def finish(
+        self, job: ClaimedJob, checkpoint: Path, label: str, outcome: Any, sharing: int = 1
+    ) -> str:
         """Store a finished job's outcome under its lease (its heartbeat already stopped), then
         delete its checkpoint; returns done, failed (the outcome could not be stored) or lost."""
         opts, lease, retrying = self.options, job.lease, self.backoff.call
@@ -346,7 +348,8 @@ class Worker:
             outcome.extra["exclusive"] = True  # timed alone on its device (slots is 1)
         try:
             completed = retrying(
-                "completion", lambda: complete(self.engine, lease, outcome, opts.slots)
+                "completion",
+                lambda: complete(self.engine, lease, outcome, opts.slots * sharing),
             )
         except DatabaseUnreachable:
             raise

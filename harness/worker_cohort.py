@@ -89,6 +89,9 @@ def run_cohort(worker: Worker, jobs: list[ClaimedJob]) -> list[str]:
                  member.label)  # fmt: skip
     settled: list[str] = []
     retrying = worker.backoff.call
+    # Jobs sharing the device, as recorded with every epoch row and result: a fused cohort's
+    # epoch time is the time of all its members together (Table 8 shows the count).
+    sharing = opts.slots * len(members)
 
     def settle(member: Member, result: str) -> None:
         member.result = result
@@ -99,7 +102,7 @@ def run_cohort(worker: Worker, jobs: list[ClaimedJob]) -> list[str]:
         written = retrying(
             "epoch row",
             lambda: record_epoch(
-                worker.engine, member.job.lease, record, opts.lease_seconds, opts.slots
+                worker.engine, member.job.lease, record, opts.lease_seconds, sharing
             ),
         )
         if not written:
@@ -113,7 +116,10 @@ def run_cohort(worker: Worker, jobs: list[ClaimedJob]) -> list[str]:
         member.beat.stop()
         # How many jobs shared the device as one fused model (Table 8's epoch times).
         outcome.extra.setdefault("fused_seeds", len(members))
-        settle(member, worker.finish(member.job, member.checkpoint, member.label, outcome))
+        settle(
+            member,
+            worker.finish(member.job, member.checkpoint, member.label, outcome, len(members)),
+        )
 
     def should_stop() -> bool:
         # One member's lost lease stops the cohort: the fused step cannot drop a member.
@@ -132,7 +138,7 @@ def run_cohort(worker: Worker, jobs: list[ClaimedJob]) -> list[str]:
             on_epoch=on_epoch,
             on_done=on_done,
             should_stop=should_stop,
-            slots=opts.slots,
+            slots=opts.slots,  # processes sharing the device: splits the CPU's cores
             progress=False,
         )
         # The contract calls on_done for each member; a runner that returned without doing so

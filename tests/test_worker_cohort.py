@@ -182,6 +182,8 @@ def test_fused_worker_drains_two_cells_and_a_loader_job_exactly_once(sqlite_url,
         assert epochs[job.id] == list(range(1, last + 1)), job.id
         fused = results[job.id].extra.get("fused_seeds")
         assert fused == (None if job.model == "se_resnet18" else 3)
+        # Jobs sharing the device, for Table 8: 2 slots, x3 when fused.
+        assert results[job.id].slots == (2 if fused is None else 6)
     assert len(workers) == 2 and sum(w.jobs_done for w in workers) == 7
     runs = Counter(line.split()[3] for line in (tmp_path / "runs.log").read_text().splitlines()
                    if line.split()[2] == "start")  # fmt: skip
