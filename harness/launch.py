@@ -47,6 +47,7 @@ class TaskConfig:
     data_root: str
     masked_url: str  # mask_url(url): the password never travels in the submission
     release_wait_s: float  # how long checkpoint() waits for the worker to release its job
+    fuse_seeds: int = 1  # worker --fuse-seeds: seeds of one cell trained as one model
 
 
 def task_device(kind: str, local_rank: int, visible: str | None) -> str:
@@ -67,6 +68,8 @@ def worker_argv(config: TaskConfig, device: str) -> list[str]:
         device,
         "--slots",
         str(config.slots),
+        "--fuse-seeds",
+        str(config.fuse_seeds),
         "--until-empty",
         "--checkpoints",
         config.checkpoints,

@@ -82,7 +82,9 @@ def test_local_launch_runs_the_queue_to_completion(tmp_path, sqlite_url, capsys,
         assert len(workers) == 2 and sum(w.jobs_done for w in workers) == 2  # one per task
     task_logs = sorted((tmp_path / "logs").glob("*/*_log.out"))
     assert len(task_logs) == 2
-    assert all("--device cpu --slots 1 --until-empty" in p.read_text() for p in task_logs)
+    assert all(
+        "--device cpu --slots 1 --fuse-seeds 1 --until-empty" in p.read_text() for p in task_logs
+    )
 
 
 # -- --slurm: the submission, checked through a fake sbatch -----------------------------------
@@ -96,7 +98,7 @@ def test_slurm_submission_script_and_no_password_on_disk(
     monkeypatch.setenv("PATH", f"{_fake_slurm(tmp_path)}{os.pathsep}{os.environ['PATH']}")
     code, out, err = _run(
         capsys, "launch", "--slurm", "--nodes", "2", "--gpus-per-node", "4", "--slots", "2",
-        "--partition", "gpu", "--time", "1:30:00", "--sbatch", "account=lab",
+        "--fuse-seeds", "5", "--partition", "gpu", "--time", "1:30:00", "--sbatch", "account=lab",
         "--db", url, "--logs", str(tmp_path / "logs" / "%j"),
     )  # fmt: skip
     assert code == 0, err
@@ -118,7 +120,7 @@ def test_slurm_submission_script_and_no_password_on_disk(
     pickled = next(p for p in files if p.name == "4242_submitted.pkl")
     task = DelayedSubmission.load(pickled).function
     assert isinstance(task, LaunchTask)
-    assert (task.config.device_kind, task.config.slots) == ("cuda", 2)
+    assert (task.config.device_kind, task.config.slots, task.config.fuse_seeds) == ("cuda", 2, 5)
     assert task.config.masked_url == mask_url(url)
 
 
@@ -220,6 +222,7 @@ def test_signals_release_the_job_and_usr2_requeues(tmp_path, sqlite_url, capsys,
     [
         (["--local", "--workers", "0"], "--workers must be at least 1"),
         (["--local", "--slots", "0"], "--slots must be at least 1"),
+        (["--local", "--fuse-seeds", "0"], "--fuse-seeds must be at least 1"),
         (["--slurm", "--nodes", "0"], "--nodes must be at least 1"),
         (["--slurm", "--gpus-per-node", "0"], "--gpus-per-node must be at least 1"),
         (["--local", "--time", "soon"], "--time 'soon': expected minutes or [D-]HH:MM[:SS]"),

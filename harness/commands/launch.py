@@ -50,6 +50,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--slots", type=int, default=1, metavar="K", help="jobs at once per task (default 1)"
     )
+    parser.add_argument(
+        "--fuse-seeds",
+        type=int,
+        default=1,
+        metavar="S",
+        help="each worker trains up to S seeds of one cell as one fused model (worker "
+        "--fuse-seeds; device-pipeline jobs only; default 1)",
+    )
     parser.add_argument("--partition", metavar="P", help="Slurm partition")
     parser.add_argument(
         "--time",
@@ -122,7 +130,7 @@ def parse_sbatch_options(items: list[str]) -> dict[str, Any]:
 
 
 def _check_options(args: argparse.Namespace) -> None:
-    for name in ("nodes", "gpus_per_node", "workers", "slots", "cpus_per_task"):
+    for name in ("nodes", "gpus_per_node", "workers", "slots", "fuse_seeds", "cpus_per_task"):
         value = getattr(args, name)
         if value is not None and value < 1:
             flag = "--" + name.replace("_", "-")
@@ -235,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
     config = TaskConfig(
         device_kind="cuda" if args.slurm else "cpu",
         slots=args.slots,
+        fuse_seeds=args.fuse_seeds,
         checkpoints=str(checkpoints_dir(args).absolute()),
         data_root=str(data_root(args).absolute()),
         masked_url=mask_url(url),
