@@ -40,6 +40,9 @@ class SingleTrainer:
     def epoch_metrics(self) -> list[dict[str, float]]:
         return [self.stepper.epoch_metrics()]
 
+    def train_mode(self) -> None:
+        self.module.train()  # evaluation left it in eval mode
+
     def model(self, index: int) -> nn.Module:
         return self.module
 
@@ -81,6 +84,9 @@ class FusedTrainer:
 
     def epoch_metrics(self) -> list[dict[str, float]]:
         return self.fused.epoch_metrics()
+
+    def train_mode(self) -> None:
+        pass  # the fused step's template is always in train mode; evaluation uses a copy
 
     def model(self, index: int) -> nn.Module:
         return self.fused.member_module(index)
@@ -176,20 +182,15 @@ def run_by_resume_epoch(
 ) -> list[Any]:
     """One cohort per resume epoch, run one after the other (indices mapped back)."""
     outcomes: dict[int, Any] = {}
-    on_epoch, on_done = arguments["on_epoch"], arguments["on_done"]
+    on_epoch, on_done = arguments.pop("on_epoch"), arguments.pop("on_done")
     for epochs in resumed:
         group = [i for i, s in enumerate(states) if (len(s["history"]) if s else 0) == epochs]
         results = run_jobs(
             [specs[i] for i in group],
-            device=arguments["device"],
-            data_root=arguments["data_root"],
             checkpoint_paths=[paths[i] for i in group],
             on_epoch=None if on_epoch is None else (lambda j, r, g=group: on_epoch(g[j], r)),
             on_done=None if on_done is None else (lambda j, o, g=group: on_done(g[j], o)),
-            should_stop=arguments["should_stop"],
-            slots=arguments["slots"],
-            progress=arguments["progress"],
-            evaluate_test=arguments["evaluate_test"],
+            **arguments,
         )
         outcomes.update(zip(group, results, strict=True))
     return [outcomes[i] for i in range(len(specs))]

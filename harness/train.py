@@ -126,7 +126,17 @@ def run_jobs(
     resumed = sorted({len(s["history"]) if s else 0 for s in states})
     if len(resumed) > 1:
         # Members checkpointed at different epochs cannot step in lockstep: one cohort each.
-        return run_by_resume_epoch(run_jobs, specs, paths, states, resumed, locals())
+        arguments = dict(
+            device=device,
+            data_root=data_root,
+            on_epoch=on_epoch,
+            on_done=on_done,
+            should_stop=should_stop,
+            slots=slots,
+            progress=progress,
+            evaluate_test=evaluate_test,
+        )
+        return run_by_resume_epoch(run_jobs, specs, paths, states, resumed, arguments)
     data = load_data(specs[0], data_root)
     meta = data.meta
     stop_requested = should_stop or (lambda: False)
@@ -211,8 +221,7 @@ def run_jobs(
                 order = torch.Generator().manual_seed(derived_seed(seed, epoch, "order"))
                 loaders.append(batches_of("train", seed=seed, epoch=epoch, order=order))
             rates = [trainer.learning_rate(p) for p in range(len(active))]
-            for position in range(len(active)):
-                trainer.model(position).train()
+            trainer.train_mode()
             sync(dev)
             started = time.perf_counter()
             streams = [_progress(loaders[0], config.max_train_batches, progress, f"epoch {epoch}")]

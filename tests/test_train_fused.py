@@ -124,6 +124,32 @@ def test_a_resumed_cohort_ends_as_the_uninterrupted_one(runs: dict) -> None:
         assert resumed.metrics == clean.metrics
 
 
+def test_members_checkpointed_at_different_epochs_run_as_separate_cohorts(tmp_path) -> None:
+    frozen = {**FROZEN, "max_epochs": 2}
+    first = tmp_path / "first.pt"
+    with pytest.raises(JobInterrupted):
+        run_job(
+            _spec(SEEDS[0], **frozen),
+            data_root=NO_DATA,
+            checkpoint_path=first,
+            on_epoch=lambda record: None,
+            should_stop=lambda: first.exists(),  # after epoch 1
+        )
+    events: list[tuple] = []
+    outcomes = run_jobs(
+        [_spec(SEEDS[1], **frozen), _spec(SEEDS[0], **frozen)],
+        data_root=NO_DATA,
+        checkpoint_paths=[tmp_path / "fresh.pt", first],
+        on_epoch=lambda i, r: events.append((i, r.epoch)),
+        on_done=lambda i, o: events.append((i, "done")),
+    )
+    assert [o.extra["resumed_after_epoch"] for o in outcomes] == [0, 1]
+    # Indices are the caller's: member 1 (resumed) reports epoch 2 only, member 0 both.
+    assert sorted(events, key=str) == sorted(
+        [(0, 1), (0, 2), (0, "done"), (1, 2), (1, "done")], key=str
+    )
+
+
 def test_what_cannot_be_fused_is_refused_with_the_fix() -> None:
     with pytest.raises(HarnessError, match="needs pipeline=device"):
         run_jobs([_spec(1, pipeline="loader"), _spec(2, pipeline="loader")], data_root=NO_DATA)
