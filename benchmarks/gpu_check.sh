@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU checks of the fast path, in one short run: the CUDA-only tests, then a short bench.
+# The GPU checks of the fast path, in one short run: the CUDA-only tests, a short bench, and
+# the equivalence of the fast paths with the authors'-style pipeline over seeds.
 # Usage (repository root, project venv): benchmarks/gpu_check.sh [extra harness bench options]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,3 +15,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader ||
 # projection on the FashionMNIST cells (about 3 minutes with the tests, estimated: not yet timed).
 "$PY" -m harness.cli bench --device cuda --steps 30 --warmup 10 --mps --fused 1,4,8,12 \
     --grid-datasets fashionmnist --out "${OUT:-benchmarks/results}" "$@"
+# Equivalence over 5 seeds on digits (embedded, no download): the authors'-style loader/fp32,
+# the device pipeline in bf16 with CUDA graphs, and the seeds fused; paired differences against
+# the seed spread (benchmarks/equivalence.py; about 2 minutes, estimated).
+"$PY" benchmarks/equivalence.py --device cuda --model resnet18 --seeds 5 \
+    --set max_epochs=20 --out "${OUT:-benchmarks/results}"
