@@ -127,7 +127,7 @@ def test_exclusive_worker_waits_for_the_device(sqlite_url, tmp_path):
     plain = _worker(engine, tmp_path)
     plain.options.exclusive = False
 
-    assert exclusive.claim_next() == (None, True)
+    assert exclusive.claim_next() == ([], True)
     with engine.connect() as conn:
         assert conn.execute(select(Job.status).where(Job.id != other.id)).scalar_one() == "queued"
     # A job on another host or device, or under a dead lease, does not make the device busy.
@@ -157,9 +157,9 @@ def test_exclusive_worker_waits_for_the_device(sqlite_url, tmp_path):
                 worker_id=f"{host}:999:0", device="cpu", lease_expires_at=queue.db_now(conn, 300)
             )
         )
-    job, busy = plain.claim_next()
-    assert job is not None and not busy
-    queue.release(engine, job.lease)
+    jobs, busy = plain.claim_next()
+    assert len(jobs) == 1 and not busy
+    queue.release(engine, jobs[0].lease)
 
 
 def test_exclusive_claim_is_given_back_when_the_device_turned_busy(sqlite_url, tmp_path):
@@ -180,7 +180,7 @@ def test_exclusive_claim_is_given_back_when_the_device_turned_busy(sqlite_url, t
                 WHERE id != NEW.id AND status = 'queued';
             END""")
     assert not worker.device_busy()  # the pre-claim check passes
-    assert worker.claim_next() == (None, True)
+    assert worker.claim_next() == ([], True)
     with engine.connect() as conn:
         rows = conn.execute(select(Job.status, Job.worker_id, Job.attempts).order_by(Job.id)).all()
     # Ours went back to the queue without using an attempt; the other job keeps running.
