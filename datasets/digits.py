@@ -6,6 +6,8 @@ by round(v * 255 / 16). No augmentation; 70/15/15 by `split_seed` (1,257/270/270
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +25,26 @@ EXPECTED_SIZES = (1_257, 270, 270)
 
 def raw_arrays() -> tuple[np.ndarray, np.ndarray]:
     """(1797, 1, 8, 8) uint8 images and int64 labels, in scikit-learn's order."""
-    from sklearn.datasets import load_digits
+    values = _digits_csv()
+    images = np.round(values[:, :-1].reshape(-1, 8, 8) * 255.0 / 16.0).astype(np.uint8)
+    return images[:, None, :, :], values[:, -1].astype(np.int64)
+
+
+def _digits_csv() -> np.ndarray:
+    """The (1797, 65) table behind sklearn.datasets.load_digits (64 pixels, then the label).
+
+    Read from the file scikit-learn ships, without importing scikit-learn: its import takes
+    seconds, which every worker process would pay before its first digits job."""
+    spec = importlib.util.find_spec("sklearn")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            with gzip.open(path, "rt") as handle:
+                return np.loadtxt(handle, delimiter=",")
+    from sklearn.datasets import load_digits  # a layout this reader does not know
 
     bunch = load_digits()
-    images = np.round(bunch.images * 255.0 / 16.0).astype(np.uint8)[:, None, :, :]
-    return images, bunch.target.astype(np.int64)
+    return np.column_stack([bunch.data, bunch.target])
 
 
 class DigitsSource(Source):

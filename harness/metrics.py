@@ -114,15 +114,41 @@ def classification_metrics(
     for k in (1, 3, 5):
         metrics[f"top{k}"] = top_k_accuracy(scores, truth, k) if k < num_classes or k == 1 else None
     for average in ("macro", "weighted"):
-        from sklearn.metrics import precision_recall_fscore_support
-
-        precision, recall, f1, _ = precision_recall_fscore_support(
-            truth, predictions, average=average, zero_division=0
-        )
-        metrics[f"precision_{average}"] = float(precision)
-        metrics[f"recall_{average}"] = float(recall)
-        metrics[f"f1_{average}"] = float(f1)
+        precision, recall, f1 = precision_recall_f1(truth, predictions, average)
+        metrics[f"precision_{average}"] = precision
+        metrics[f"recall_{average}"] = recall
+        metrics[f"f1_{average}"] = f1
     probabilities = softmax(scores)
     metrics["ece"] = expected_calibration_error(probabilities.max(axis=1), predictions == truth)
     metrics["nll"] = negative_log_likelihood(scores, truth)
     return {key: metrics[key] for key in METRIC_KEYS}
+
+
+def precision_recall_f1(
+    truth: np.ndarray, predictions: np.ndarray, average: str
+) -> tuple[float, float, float]:
+    """sklearn.metrics.precision_recall_fscore_support(truth, predictions, average=average,
+    zero_division=0) for "macro" and "weighted", in numpy (scikit-learn's import costs a
+    worker seconds; tests/test_metrics.py checks the two agree). Over the labels present in
+    either array; a ratio with a zero denominator counts 0."""
+    labels = np.union1d(truth, predictions)
+    hits = predictions[:, None] == labels[None, :]
+    actual = truth[:, None] == labels[None, :]
+    true_positive = (hits & actual).sum(axis=0).astype(float)
+    predicted, support = hits.sum(axis=0).astype(float), actual.sum(axis=0).astype(float)
+
+    def ratio(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
+        return np.divide(top, bottom, out=np.zeros_like(top), where=bottom > 0)
+
+    precision = ratio(true_positive, predicted)
+    recall = ratio(true_positive, support)
+    f1 = ratio(2 * true_positive, predicted + support)
+    if average == "macro":
+        weights = np.ones_like(support)
+    elif average == "weighted":
+        weights = support
+    else:
+        raise ValueError(f"average must be 'macro' or 'weighted', not {average!r}")
+    if weights.sum() == 0:
+        return 0.0, 0.0, 0.0
+    return tuple(float(np.average(v, weights=weights)) for v in (precision, recall, f1))

@@ -172,23 +172,27 @@ def seed_everything(seed: int) -> None:
 
 @contextmanager
 def determinism(enabled: bool, device: str) -> Iterator[None]:
-    """Deterministic kernels while the job runs; the process's previous flags afterwards."""
+    """Deterministic kernels while the job runs; the process's previous flags afterwards.
+
+    Off, it touches nothing."""
+    if not enabled:
+        yield
+        return
     saved = (
         torch.are_deterministic_algorithms_enabled(),
         torch.is_deterministic_algorithms_warn_only_enabled(),
         torch.backends.cudnn.deterministic,
         torch.backends.cudnn.benchmark,
     )
-    if enabled:
-        on_cuda = device.startswith("cuda")
-        if on_cuda:
-            # cuBLAS needs this before its first use to be reproducible.
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        # On CUDA a few backward kernels (e.g. adaptive pooling) have no deterministic version:
-        # warn there instead of failing the job; on the CPU insist.
-        torch.use_deterministic_algorithms(True, warn_only=on_cuda)
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
+    on_cuda = device.startswith("cuda")
+    if on_cuda:
+        # cuBLAS needs this before its first use to be reproducible.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # On CUDA a few backward kernels (e.g. adaptive pooling) have no deterministic version:
+    # warn there instead of failing the job; on the CPU insist.
+    torch.use_deterministic_algorithms(True, warn_only=on_cuda)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
     try:
         yield
     finally:

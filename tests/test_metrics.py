@@ -91,6 +91,27 @@ def test_against_sklearn_random() -> None:
     assert all(0.0 <= m[key] <= 1.0 for key in METRIC_KEYS if key != "nll")
 
 
+@pytest.mark.parametrize("case", ["random", "missing classes", "one class", "all wrong"])
+def test_precision_recall_f1_equal_sklearn(case: str) -> None:
+    from sklearn.metrics import precision_recall_fscore_support
+
+    from harness.metrics import precision_recall_f1
+
+    rng = np.random.default_rng(3)
+    truth, predictions = {
+        "random": (rng.integers(0, 7, 300), rng.integers(0, 7, 300)),
+        # class 6 only predicted, class 0 only true, 2 and 4 never appear at all
+        "missing classes": (rng.choice([0, 1, 3, 5], 200), rng.choice([1, 3, 5, 6], 200)),
+        "one class": (np.full(20, 4), np.full(20, 4)),
+        "all wrong": (np.zeros(10, dtype=int), np.ones(10, dtype=int)),
+    }[case]
+    for average in ("macro", "weighted"):
+        expected = precision_recall_fscore_support(
+            truth, predictions, average=average, zero_division=0
+        )[:3]
+        assert precision_recall_f1(truth, predictions, average) == pytest.approx(expected)
+
+
 def test_ece_bin_edge_goes_to_lower_bin() -> None:
     # Uniform logits over 10 classes: softmax is exactly 0.1, the upper edge of bin 1.
     logits = np.zeros((4, 10))
