@@ -125,9 +125,13 @@ def main(argv: list[str] | None = None) -> int:
                 "cell": {"dataset": args.dataset, "model": args.model, "overrides": overrides},
                 "seeds": seeds,
                 "arms": {
-                    arm: {"settings": ARMS[arm], "seconds": wall[arm], "runs": runs[arm]}
+                    arm: {
+                        "settings": arm_settings(arm, args.device),
+                        "seconds": wall[arm],
+                        "runs": runs[arm],
+                    }
                     for arm in ARMS
-                },  # fmt: skip
+                },
                 "against_loader": comparisons,
             },
             indent=2,
