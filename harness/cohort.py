@@ -7,7 +7,6 @@ per-member metrics, models, learning rates and checkpoint state, drop finished m
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,7 @@ import torch
 from torch import nn
 
 from harness.checkpoint import load_checkpoint
-from harness.config import JobSpec, TrainConfig
-from harness.errors import HarnessError
+from harness.config import JobSpec
 from harness.fastpath import FastStep, make_adam
 from harness.fused import FusedStep
 from harness.runtime import seed_everything
@@ -105,33 +103,6 @@ class FusedTrainer:
 
     def keep(self, indices: list[int]) -> None:
         self.fused.keep(indices)
-
-
-def check_cohort(specs: list[JobSpec], paths: list[Path | None]) -> TrainConfig:
-    """The cohort's shared TrainConfig, after refusing what cannot train together."""
-    if not specs:
-        raise HarnessError("run_jobs needs at least one job")
-    if len(paths) != len(specs):
-        raise HarnessError(f"{len(specs)} jobs but {len(paths)} checkpoint paths; give one each")
-    config = specs[0].config
-    for name in ("max_epochs", "batch_size", "max_train_batches", "grad_batches"):
-        value = getattr(config, name)
-        if value is not None and value < 1:
-            raise HarnessError(f"{name}={value} must be at least 1; fix the job's overrides")
-    first = dataclasses.replace(specs[0], seed=0)
-    if any(dataclasses.replace(s, seed=0) != first for s in specs[1:]):
-        raise HarnessError(
-            "a fused cohort must be the seeds of one cell (same model, dataset, split seed, "
-            "protocol and config); run the other jobs separately"
-        )
-    if len({s.seed for s in specs}) != len(specs):
-        raise HarnessError("a fused cohort got the same seed twice; give each member its own")
-    if len(specs) > 1 and config.pipeline != "device":
-        raise HarnessError(
-            f"fusing {len(specs)} seeds needs pipeline=device (this cell has pipeline="
-            f"{config.pipeline}); enqueue with --set pipeline=device or run without fusing"
-        )
-    return config
 
 
 def load_state(path: Path | None, spec: JobSpec, dev: torch.device) -> dict | None:

@@ -239,3 +239,32 @@ class JobSpec:
         }
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def check_cohort(specs: list[JobSpec], paths: list[Any]) -> TrainConfig:
+    """The shared TrainConfig of a cohort for harness.train.run_jobs (one checkpoint path or
+    None per member), after refusing what cannot train together. Torch-free, so the test
+    stand-in for run_jobs (tests/fault_runner.py) refuses exactly what the real one does."""
+    if not specs:
+        raise HarnessError("run_jobs needs at least one job")
+    if len(paths) != len(specs):
+        raise HarnessError(f"{len(specs)} jobs but {len(paths)} checkpoint paths; give one each")
+    config = specs[0].config
+    for name in ("max_epochs", "batch_size", "max_train_batches", "grad_batches"):
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise HarnessError(f"{name}={value} must be at least 1; fix the job's overrides")
+    first = dataclasses.replace(specs[0], seed=0)
+    if any(dataclasses.replace(s, seed=0) != first for s in specs[1:]):
+        raise HarnessError(
+            "a fused cohort must be the seeds of one cell (same model, dataset, split seed, "
+            "protocol and config); run the other jobs separately"
+        )
+    if len({s.seed for s in specs}) != len(specs):
+        raise HarnessError("a fused cohort got the same seed twice; give each member its own")
+    if len(specs) > 1 and config.pipeline != "device":
+        raise HarnessError(
+            f"fusing {len(specs)} seeds needs pipeline=device (this cell has pipeline="
+            f"{config.pipeline}); enqueue with --set pipeline=device or run without fusing"
+        )
+    return config

@@ -26,8 +26,8 @@ from torch import nn
 from harness import provenance
 from harness.callbacks import EarlyStopping, ReduceLROnPlateau
 from harness.checkpoint import save_checkpoint
-from harness.cohort import build_trainer, check_cohort, load_state, run_by_resume_epoch
-from harness.config import JobSpec
+from harness.cohort import build_trainer, load_state, run_by_resume_epoch
+from harness.config import JobSpec, check_cohort
 from harness.evaluation import Evaluation, evaluate
 from harness.gradients import measure_gradients
 from harness.metrics import classification_metrics

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from harness import faults
 from harness.checkpoint import write_atomically
-from harness.config import JobSpec
+from harness.config import JobSpec, check_cohort
 from harness.errors import HarnessError
 from harness.metrics import METRIC_KEYS
 from harness.outcome import EpochRecord, JobInterrupted, JobOutcome
@@ -167,20 +167,6 @@ def run_job(
     return _outcome(history, resumed, device, slots)
 
 
-def _check_cohort(specs: list[JobSpec], checkpoint_paths: list[Path | None] | None) -> None:
-    """harness.train.run_jobs's refusals: one cell's seeds only, the device pipeline for more
-    than one, one checkpoint path per member."""
-    if not specs:
-        raise HarnessError("run_jobs needs at least one job")
-    first = dataclasses.replace(specs[0], seed=0)
-    if any(dataclasses.replace(spec, seed=0) != first for spec in specs):
-        raise HarnessError("a cohort's jobs must be identical but for the seed")
-    if len(specs) > 1 and specs[0].config.pipeline != "device":
-        raise HarnessError("a cohort of more than one job needs config.pipeline == 'device'")
-    if checkpoint_paths is not None and len(checkpoint_paths) != len(specs):
-        raise HarnessError("run_jobs needs one checkpoint path per job")
-
-
 def run_jobs(
     specs: list[JobSpec],
     *,
@@ -194,8 +180,8 @@ def run_jobs(
     progress: bool = False,
     evaluate_test: bool = True,
 ) -> list[JobOutcome]:
-    _check_cohort(specs, checkpoint_paths)
-    paths = checkpoint_paths or [None] * len(specs)
+    paths = list(checkpoint_paths) if checkpoint_paths is not None else [None] * len(specs)
+    check_cohort(specs, paths)  # the real run_jobs's refusals
     keys = [spec.key() for spec in specs]
     stop = should_stop or (lambda: False)
     histories = [_resume(key, path) for key, path in zip(keys, paths, strict=True)]
