@@ -1,8 +1,9 @@
 """Claim parts: one comparison per (dataset, baseline, candidate), with its verdict.
 
-`Context` holds one protocol's results and the Holm families (one per metric, baseline and
-scale: every dataset x GradAttn variant) that every part's p-value is adjusted in. The builders
-turn a claim of claims.yaml into parts; harness.report.claims combines them into a verdict.
+`Context` holds one protocol's results and the families (one per metric, baseline and scale:
+every dataset the baseline ran x every candidate the claims name against it) whose size m sets
+each part's Bonferroni level. The builders turn a claim (claims.yaml or a user's file) into
+parts, each decided by harness.report.decision.decide; harness.report.claims combines them.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ from typing import Any
 
 import pandas as pd
 
-from harness.errors import HarnessError
+from harness.report.decision import Decision, decide
 from harness.report.stats import (
     CellRuns,
     PairedResult,
     cell_runs,
     compare_cells,
     direction,
-    holm,
+    family_size,
     log_to_rel,
     one_sample,
     rel_to_log,
@@ -29,10 +30,10 @@ from harness.report.stats import (
 from harness.report.verdicts import (
     CONTRADICTED,
     SESOI_LOG,
+    SHORT_REASON,
     SUPPORTED,
     UNTESTABLE,
     Region,
-    decide,
     directional_region,
     level_region,
     not_worse_region,
@@ -47,12 +48,35 @@ PERCENT_METRICS = ("top1", "top3", "top5", "gen_gap", "gen_gap_best", "gen_gap_l
 PARAMS_TOLERANCE = 0.10  # "about +14.3%": the stated relative increase +-10% of itself
 
 
-class Context:
-    """One protocol's results and the table families computed from them (cached)."""
+SPECIAL_CANDIDATES = ("best_gradattn_variant", "each_gradattn_variant")
 
-    def __init__(self, df: pd.DataFrame, alpha: float) -> None:
+
+def named_candidates(claims: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
+    """(metric, baseline) -> the candidate models the claims compare with that baseline."""
+    named: dict[tuple[str, str], set[str]] = {}
+    for claim in claims:
+        specs = [{**claim, **pair} for pair in claim.get("pairs", [])] or [claim]
+        for spec in specs:
+            if "baseline" not in spec or "candidate" not in spec:
+                continue
+            baselines = spec["baseline"] if isinstance(spec["baseline"], list) else [
+                spec["baseline"]]  # fmt: skip
+            models = GRADATTN_VARIANTS if spec["candidate"] in SPECIAL_CANDIDATES else (
+                spec["candidate"],)  # fmt: skip
+            for baseline in baselines:
+                named.setdefault((spec["metric"], baseline), set()).update(models)
+    return named
+
+
+class Context:
+    """One protocol's results and the claim families computed from them (cached)."""
+
+    def __init__(
+        self, df: pd.DataFrame, alpha: float, claims: list[dict[str, Any]] | None = None
+    ) -> None:
         self.df = df
         self.alpha = alpha
+        self._named = named_candidates(claims or [])
         self._families: dict[tuple[str, str, str], pd.DataFrame] = {}
         self._cells: dict[tuple[str, str, str], dict[tuple[str, str], tuple]] = {}
         self._runs: dict[str, CellRuns] = {}
@@ -61,37 +85,36 @@ class Context:
         return metric in self.df.columns and not self.df.empty
 
     def family(self, metric: str, baseline: str, scale: str) -> pd.DataFrame:
+        """Every dataset the baseline ran x every candidate named against it (at least the
+        three GradAttn variants, the paper's table family)."""
         key = (metric, baseline, scale)
         if key not in self._families:
             if not self.has(metric):
                 self._families[key] = pd.DataFrame()
             else:
                 datasets = sorted(self.df.loc[self.df["model"] == baseline, "dataset"].unique())
+                candidates = sorted(set(GRADATTN_VARIANTS) | self._named.get((metric, baseline),
+                                                                            set()))  # fmt: skip
+                present = set(self.df["model"])
+                candidates = [c for c in candidates if c in present]
                 self._families[key] = compare_cells(
-                    self.df, metric, baseline, GRADATTN_VARIANTS, datasets, scale=scale
+                    self.df, metric, baseline, candidates, datasets, scale=scale
                 )
         return self._families[key]
 
     def cell(
         self, metric: str, baseline: str, candidate: str, dataset: str, scale: str
-    ) -> tuple[PairedResult, float, int, str | None]:
-        if candidate == "best_gradattn_variant":  # nothing to select from: no runs
-            return one_sample([], 0.0), math.nan, 0, None
-        if candidate not in GRADATTN_VARIANTS:
-            raise HarnessError(
-                f"claim candidate {candidate!r} is not a GradAttn variant "
-                f"({', '.join(GRADATTN_VARIANTS)}, best_gradattn_variant, each_gradattn_variant)"
-            )
+    ) -> tuple[PairedResult, int, str | None]:
+        """A family member's differences, the family size m and the error that stopped it."""
         key = (metric, baseline, scale)
         if key not in self._cells:
             fam = self.family(metric, baseline, scale)
             self._cells[key] = {
-                (row.dataset, row.candidate): (row.result, float(row.p_adjusted), int(row.m),
-                                               row.error)
+                (row.dataset, row.candidate): (row.result, int(row.m), row.error)
                 for row in fam.itertuples(index=False)
             } if not fam.empty else {}  # fmt: skip
         found = self._cells[key].get((dataset, candidate))
-        return found if found else (one_sample([], 0.0), math.nan, 0, None)
+        return found if found else (one_sample([], 0.0), 0, None)
 
     def values(self, metric: str, dataset: str, model: str) -> pd.DataFrame:
         """The runs of one cell that have the metric (latest job per seed and split)."""
@@ -131,12 +154,11 @@ def fmt_value(x: float, metric: str, scale: str, offset: float = 0.0) -> str:
 
 def region_text(region: Region, metric: str, scale: str, offset: float = 0.0) -> str:
     fmt = lambda x: fmt_value(x, metric, scale, offset)  # noqa: E731
-    if math.isinf(region.high) and region.low == 0:
-        return f"> {fmt(0.0)} (candidate higher)"
-    if math.isinf(region.low) and region.high == 0:
-        return f"< {fmt(0.0)} (candidate lower)"
+    if math.isinf(region.high):
+        return f">= {fmt(region.low)} (candidate higher)"
     if math.isinf(region.low):
-        return f"< {fmt(region.high)}"
+        return f"< {fmt(region.high)}" if not region.bounded else (
+            f"<= {fmt(region.high)} (candidate lower)")  # fmt: skip
     return f"{fmt(region.low)} to {fmt(region.high)}"
 
 
@@ -168,7 +190,6 @@ def mean_sd_text(mean: float, sd: float, metric: str) -> str:
 def _part(
     ctx: Context,
     res: PairedResult,
-    p_adjusted: float,
     m: int,
     region: Region,
     *,
@@ -181,23 +202,27 @@ def _part(
     offset: float = 0.0,
     selection: str | None = None,
 ) -> dict[str, Any]:
-    decision = decide(res, p_adjusted, m, region, sesoi(metric, scale), ctx.alpha, error)
+    delta = sesoi(metric, scale)
     fmt = lambda x: fmt_value(x, metric, scale, offset)  # noqa: E731
+    claimed = region_text(region, metric, scale, offset)
+    dec: Decision = decide(res.diffs, m, region, delta, ctx.alpha, fmt=fmt, claimed=claimed,
+                           error=error)  # fmt: skip
     estimate = "no data"
-    if res.n:
-        interval = f"95% CI {fmt(res.ci_low)} to {fmt(res.ci_high)}"
-        estimate = f"{fmt(res.mean_diff)} ({interval}, n={res.n})"
+    if dec.n and math.isfinite(dec.ci_low):
+        estimate = (f"{fmt(dec.mean_diff)} ({dec.level * 100:.4g}% interval {fmt(dec.ci_low)} "
+                    f"to {fmt(dec.ci_high)}, n={dec.n})")  # fmt: skip
+    elif dec.n:
+        estimate = f"{fmt(dec.mean_diff)} (interval unbounded at n={dec.n})"
     jobs = sorted({j for pair in res.job_ids for j in pair})
     return {
         "dataset": dataset, "baseline": baseline, "candidate": candidate, "metric": metric,
-        "scale": scale, "n": res.n, "mean": res.mean_diff, "sd": res.sd_diff,
-        "ci_low": res.ci_low, "ci_high": res.ci_high,
-        "ci_family_low": decision.ci_family[0], "ci_family_high": decision.ci_family[1],
-        "p_value": res.p_value, "p_permutation": res.p_permutation, "p_adjusted": p_adjusted,
-        "m": m, "verdict": decision.verdict, "reason": decision.reason,
-        "seeds_needed": decision.seeds_needed, "mde": res.mde, "job_ids": jobs,
-        "estimate": estimate,
-        "claimed": region_text(region, metric, scale, offset), "selection": selection,
+        "scale": scale, "n": dec.n, "mean_diff": dec.mean_diff, "sd": dec.sd_diff,
+        "ci_low": dec.ci_low, "ci_high": dec.ci_high, "level": dec.level,
+        "p_adjusted": dec.p_adjusted, "m": dec.m, "verdict": dec.verdict, "code": dec.code,
+        "reason": dec.reason, "short": SHORT_REASON[dec.code], "seeds_needed": dec.seeds_needed, "mde": dec.mde,
+        "region_low": region.low, "region_high": region.high, "stated": region.target,
+        "sesoi": delta, "offset": offset, "job_ids": jobs, "estimate": estimate,
+        "claimed": claimed, "selection": selection,
     }  # fmt: skip
 
 
@@ -248,16 +273,15 @@ def comparison_parts(ctx: Context, claim: dict[str, Any]) -> list[dict[str, Any]
     for spec in specs:
         scale, region = _scale_and_region(spec, metric, lambda s: sesoi(metric, s))
         for candidate, selection in _candidates(ctx, spec["candidate"], metric, spec["dataset"]):
-            res, p_adj, m, error = ctx.cell(metric, spec["baseline"], candidate, spec["dataset"],
-                                            scale)  # fmt: skip
-            parts.append(_part(ctx, res, p_adj, m, region, metric=metric, scale=scale,
+            res, m, error = ctx.cell(metric, spec["baseline"], candidate, spec["dataset"], scale)
+            parts.append(_part(ctx, res, m, region, metric=metric, scale=scale,
                                dataset=spec["dataset"], baseline=spec["baseline"],
                                candidate=candidate, error=error, selection=selection))  # fmt: skip
     return parts
 
 
 def level_parts(ctx: Context, claim: dict[str, Any]) -> list[dict[str, Any]]:
-    """A model's own value against the stated one, per dataset; Holm over the claim's datasets."""
+    """A model's own value against the stated one, per dataset; the claim's datasets are the family."""
     metric, model, value = claim["metric"], claim["model"], float(claim["value"])
     datasets = claim.get("datasets") or [claim["dataset"]]
     region = level_region(sesoi(metric, "level"))
@@ -267,25 +291,12 @@ def level_parts(ctx: Context, claim: dict[str, Any]) -> list[dict[str, Any]]:
         res = one_sample(runs[metric].to_numpy(float), value, "two-sided")
         ids = tuple((int(j), int(j)) for j in runs["job_id"]) if len(runs) else ()
         results.append(replace(res, job_ids=ids))
-    p_test = [max(r.p_value, r.p_permutation) if r.testable else r.p_permutation for r in results]
-    adjusted = holm(p_test)
-    m = sum(r.n > 0 for r in results)
+    m = family_size(results)
     return [
-        _part(
-            ctx,
-            res,
-            p_adj,
-            m,
-            region,
-            metric=metric,
-            scale="level",
-            dataset=dataset,
-            baseline=None,
-            candidate=model,
-            offset=value,
-        )  # fmt: skip
-        for dataset, res, p_adj in zip(datasets, results, adjusted, strict=True)
-    ]
+        _part(ctx, res, m, region, metric=metric, scale="level", dataset=dataset, baseline=None,
+              candidate=model, offset=value)
+        for dataset, res in zip(datasets, results, strict=True)
+    ]  # fmt: skip
 
 
 def params_parts(ctx: Context, claim: dict[str, Any]) -> list[dict[str, Any]]:
@@ -303,25 +314,29 @@ def params_parts(ctx: Context, claim: dict[str, Any]) -> list[dict[str, Any]]:
             part = {"dataset": dataset, "baseline": baseline, "candidate": candidate,
                     "metric": "params", "scale": "exact", "n": min(len(base), len(cand)),
                     "claimed": f"{low * 100:+.1f}% to {high * 100:+.1f}%", "seeds_needed": None,
-                    "p_value": None, "p_adjusted": None,
+                    "p_adjusted": math.nan, "ci_low": math.nan, "ci_high": math.nan,
+                    "code": "exact", "m": None, "mde": math.nan,
                     "job_ids": sorted(int(j) for j in (*base["job_id"],
                                                        *cand["job_id"]))}  # fmt: skip
             if base.empty or cand.empty:
                 parts.append({**part, "verdict": UNTESTABLE, "reason": "no data",
-                              "estimate": "no data", "mean": math.nan})  # fmt: skip
+                              "short": "no data",
+                              "estimate": "no data", "mean_diff": math.nan})  # fmt: skip
                 continue
             rel = float(cand["params"].median() / base["params"].median() - 1)
             varies = cand["params"].nunique() > 1 or base["params"].nunique() > 1
-            verdict, reason = SUPPORTED, "exact count within the stated increase"
+            verdict, reason, short = SUPPORTED, "exact count within the stated increase", "as claimed"
             if not low <= rel <= high:
                 verdict = CONTRADICTED
-                reason = "smaller than claimed" if rel < low else "larger than claimed"
+                short = "smaller than claimed" if rel < low else "larger than claimed"
+                reason = f"exact count {rel * 100:+.2f}% is {short} ({part['claimed']})"
             estimate = (f"{rel * 100:+.2f}% ({value_text(cand['params'].median(), 'params')} vs "
                         f"{value_text(base['params'].median(), 'params')})")  # fmt: skip
             if varies:
                 estimate += "; counts differ between runs (median used)"
-            parts.append({**part, "verdict": verdict, "reason": reason, "estimate": estimate,
-                          "mean": rel})  # fmt: skip
+            parts.append({**part, "verdict": verdict, "reason": reason, "short": short,
+                          "estimate": estimate,
+                          "mean_diff": rel, "ci_low": rel, "ci_high": rel})  # fmt: skip
     return parts
 
 
@@ -334,8 +349,8 @@ def not_slower_parts(ctx: Context, claim: dict[str, Any]) -> list[dict[str, Any]
     parts = []
     for dataset in datasets:
         for candidate, _ in _candidates(ctx, claim["candidate"], metric, dataset):
-            res, p_adj, m, error = ctx.cell(metric, baseline, candidate, dataset, "log")
-            parts.append(_part(ctx, res, p_adj, m, region, metric=metric, scale="log",
+            res, m, error = ctx.cell(metric, baseline, candidate, dataset, "log")
+            parts.append(_part(ctx, res, m, region, metric=metric, scale="log",
                                dataset=dataset, baseline=baseline, candidate=candidate,
                                error=error))  # fmt: skip
     return parts

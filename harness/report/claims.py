@@ -88,8 +88,9 @@ def evaluate_claims(
     frame = results
     if "protocol" in frame.columns:
         frame = frame[frame["protocol"] == protocol]
-    ctx = Context(frame.reset_index(drop=True), alpha)
-    return [_evaluate(ctx, claim) for claim in (claims if claims is not None else paper_claims())]
+    claims = claims if claims is not None else paper_claims()
+    ctx = Context(frame.reset_index(drop=True), alpha, claims)
+    return [_evaluate(ctx, claim) for claim in claims]
 
 
 def _devices(ctx: Context, metric: str) -> str:
@@ -117,13 +118,15 @@ def _summarise(parts: list[dict[str, Any]], verdict: str) -> str:
         label = "/".join(str(x) for x in (p["dataset"], p.get("candidate")) if x)
         if p.get("baseline") and len({q.get("baseline") for q in parts}) > 1:
             label += f" vs {p['baseline']}"
-        groups.setdefault(p["reason"], []).append(label)
+        groups.setdefault(p["short"], []).append(label)
     texts = []
     for reason, labels in groups.items():
         more = f", +{len(labels) - shown} more" if len(labels) > shown else ""
         texts.append(f"{reason} ({', '.join(labels[:shown])}{more})")
     text = "; ".join(texts)
-    return f"{len(chosen)} of {len(parts)} parts: {text}" if len(parts) > 1 else chosen[0]["reason"]
+    if len(parts) == 1:
+        return chosen[0]["reason"]
+    return f"{len(chosen)} of {len(parts)} parts: {text}"
 
 
 def _count_verdict(parts: list[dict[str, Any]], at_least: int, total: int) -> tuple[str, str]:
@@ -133,7 +136,7 @@ def _count_verdict(parts: list[dict[str, Any]], at_least: int, total: int) -> tu
     possible = total - sum(p["verdict"] == CONTRADICTED for p in parts)
     if supported >= at_least:
         return SUPPORTED, (
-            f"{supported} of {total} datasets significantly better (claimed >= {at_least})"
+            f"{supported} of {total} datasets shown better (claimed >= {at_least})"
         )
     if possible < at_least:
         return CONTRADICTED, (
@@ -142,16 +145,16 @@ def _count_verdict(parts: list[dict[str, Any]], at_least: int, total: int) -> tu
         )
     untestable = [p for p in parts if p["verdict"] == UNTESTABLE]
     if untestable:
-        no_data = sum(p["reason"] == "no data" for p in untestable)
+        no_data = sum(p.get("code") == "no data" for p in untestable)
         why = [f"{no_data} without data"] if no_data else []
         if len(untestable) > no_data:
             why.append(f"{len(untestable) - no_data} untestable at this n")
-        return UNTESTABLE, f"{supported} of {total} significantly better; {', '.join(why)}"
-    return INCONCLUSIVE, f"{supported} of {total} significantly better; {possible} still possible"
+        return UNTESTABLE, f"{supported} of {total} shown better; {', '.join(why)}"
+    return INCONCLUSIVE, f"{supported} of {total} shown better; {possible} still possible"
 
 
 def _sign_test(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    means = [p["mean"] for p in parts if p["n"] and math.isfinite(p["mean"])]
+    means = [p["mean_diff"] for p in parts if p["n"] and math.isfinite(p["mean_diff"])]
     wins, nonzero = sum(m > 0 for m in means), sum(m != 0 for m in means)
     p_value = float(sps.binomtest(wins, nonzero, 0.5, "greater").pvalue) if nonzero else math.nan
     return {"datasets_better": wins, "datasets_compared": nonzero, "p_value": p_value,

@@ -62,8 +62,9 @@ def _cell_view(cell: dict[str, Any]) -> dict[str, Any]:
                 "text": f"{BASELINE_SHORT.get(m['baseline'], m['baseline'])}{m['symbol']}",
                 "css": SYMBOL_CSS.get(m["symbol"], "nt"),
                 "title": f"vs {label(m['baseline'], MODEL_LABELS)}: n={m['n']}, oriented mean "
-                f"difference {_num(m['mean_diff'])} (database units), p={_num(m['p_value'])}, "
-                f"Holm p={_num(m['p_adjusted'])}",
+                f"difference {_num(m['mean_diff'])} (database units), signed-rank interval "
+                f"{_num(m['ci_low'])} to {_num(m['ci_high'])}, Bonferroni p="
+                f"{_num(m['p_adjusted'])} (m={m['m']})",
             }
             for m in cell["marks"]
         ],
@@ -92,9 +93,9 @@ def _table_view(table: ReportTable, anchor: str) -> dict[str, Any]:
 # Claim parts (harness.report.claims): "estimate" and "claimed" come formatted in the paper's
 # units (pp for accuracies, % for log-ratio claims) by the claims module itself.
 PART_FIELDS = [("dataset", "Dataset"), ("candidate", "Candidate"), ("baseline", "Baseline"),
-               ("metric", "Metric"), ("estimate", "Estimate (95% CI, n)"),
-               ("claimed", "Claimed region"), ("p_value", "p (t)"),
-               ("p_permutation", "p (sign-flip)"), ("p_adjusted", "Holm p"),
+               ("metric", "Metric"), ("estimate", "Mean difference (interval, n)"),
+               ("claimed", "Claimed region"), ("m", "Family m"),
+               ("p_adjusted", "Adjusted p"),
                ("verdict", "Verdict"), ("reason", "Reason"),
                ("seeds_needed", "Seeds needed")]  # fmt: skip
 

@@ -1,109 +1,123 @@
-"""Power and sample size for paired comparisons: what n can show, and what n is needed.
+"""Seeds needed and detectable effects, by simulating the decision procedure itself.
 
-Re-exported by harness.report.stats (the report's single statistics module).
+Both quantities are computed with the same test, interval and rule that give the verdict
+(harness.report.signed_rank, harness.report.verdicts.classify), never with a t-test formula
+standing in for them. Simulations use a fixed seed and common random numbers (the first n
+draws are the same for every n), so the figures are reproducible and monotone in practice.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import warnings
 
 import numpy as np
-from scipy import stats as sps
 
-from harness.errors import HarnessError
+from harness.report.signed_rank import ROUND_DECIMALS, batch_interval, min_pairs
+from harness.report.verdicts import DECIDED, Region, classify
 
-ALTERNATIVES = ("two-sided", "greater", "less")
-
-
-def _check_alternative(alternative: str) -> None:
-    if alternative not in ALTERNATIVES:
-        raise HarnessError(f"unknown alternative {alternative!r}; valid: {', '.join(ALTERNATIVES)}")
-
-
-def min_exact_p(n: int, alternative: str = "two-sided") -> float:
-    """Smallest p-value the exact sign-flip test can give with n pairs."""
-    _check_alternative(alternative)
-    if n <= 0:
-        return 1.0
-    sides = 2.0 if alternative == "two-sided" else 1.0
-    return min(1.0, sides / 2.0**n)
+POWER = 0.8
+DRAWS = 1000
+MAX_SEEDS = 100  # beyond this a paired design over seeds is not a plan anyone would run
+SIMULATION_SEED = 20260
+_CHUNK_ELEMENTS = 4_000_000  # Walsh averages held at once (32 MB)
 
 
-def min_seeds_exact(m: int, alpha: float = 0.05, alternative: str = "two-sided") -> int:
-    """Fewest pairs with which the exact sign-flip test can reach alpha after Holm over m cells.
-
-    Every Holm-adjusted p of a family of m is at least m times the smallest raw p.
-    """
-    n = 1
-    while max(1, m) * min_exact_p(n, alternative) > alpha:
-        n += 1
-    return n
+def _noise(rows: int, draws: int) -> np.ndarray:
+    """(draws, rows) standard normals whose first r columns are the same for every rows >= r."""
+    if rows <= 0:
+        return np.empty((draws, 0))
+    return np.random.default_rng(SIMULATION_SEED).standard_normal((rows, draws)).T
 
 
-def _power_alternative(alternative: str) -> str:
-    return "two-sided" if alternative == "two-sided" else "larger"
+def _intervals(z: np.ndarray, m: int, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    n = z.shape[1]
+    step = max(1, _CHUNK_ELEMENTS // max(1, n * (n + 1) // 2))
+    lows, highs = [], []
+    for start in range(0, z.shape[0], step):
+        low, high = batch_interval(z[start : start + step], m, alpha)
+        lows.append(low)
+        highs.append(high)
+    return np.concatenate(lows), np.concatenate(highs)
+
+
+def decision_power(
+    observed: np.ndarray,
+    total: int,
+    effect: float,
+    sd: float,
+    region: Region,
+    m: int,
+    alpha: float,
+    draws: int = DRAWS,
+) -> float:
+    """P(the rule decides, SUPPORTED or CONTRADICTED) with `total` pairs: the observed ones
+    kept, the rest drawn from N(effect, sd). All values in SESOI units."""
+    observed = np.asarray(observed, dtype=float)
+    extra = total - observed.size
+    if extra < 0:
+        raise ValueError(f"total {total} is below the {observed.size} pairs observed")
+    future = np.round(effect + sd * _noise(extra, draws), ROUND_DECIMALS) + 0.0
+    z = np.concatenate([np.broadcast_to(observed, (draws, observed.size)), future], axis=1)
+    low, high = _intervals(z, m, alpha)
+    return float(np.isin(classify(low, high, region), DECIDED).mean())
 
 
 def seeds_needed(
+    observed: np.ndarray,
     effect: float,
-    sd_diff: float | None,
-    alpha: float = 0.05,
-    power: float = 0.8,
-    alternative: str = "two-sided",
+    sd: float,
+    region: Region,
+    m: int,
+    alpha: float,
+    power: float = POWER,
+    max_seeds: int = MAX_SEEDS,
 ) -> int | None:
-    """Pairs needed for a paired t-test to detect `effect` with `power` (statsmodels TTestPower).
+    """Smallest total number of pairs, above the n observed, at which the part is decided with
+    `power` (decision_power); None when there is no spread to plan with or when more than
+    `max_seeds` would be needed. The caller passes an undecided part (power 0 at n)."""
+    observed = np.asarray(observed, dtype=float)
+    n = observed.size
+    if not (math.isfinite(sd) and sd > 0 and math.isfinite(effect)):
+        return None
 
-    `effect` and `sd_diff` are in the same units (the sd observed over our pairs). None when
-    there is no spread to plan with (sd missing, zero or NaN) or no effect to detect.
+    def enough(total: int) -> bool:
+        return decision_power(observed, total, effect, sd, region, m, alpha) >= power
+
+    failing, step = n, 1  # power at n is 0: the observed pairs alone are undecided
+    while True:
+        trial = min(n + step, max_seeds)
+        if trial <= failing:
+            return None
+        if enough(trial):
+            passing = trial
+            break
+        failing = trial
+        if trial == max_seeds:
+            return None
+        step *= 2
+    while passing - failing > 1:  # invariant: power(failing) < power <= power(passing)
+        middle = (failing + passing) // 2
+        failing, passing = (failing, middle) if enough(middle) else (middle, passing)
+    return passing
+
+
+def min_seeds(m: int, alpha: float) -> int:
+    """Fewest pairs with which a part of a family of m can be decided at all."""
+    return min_pairs(m, alpha)
+
+
+@functools.lru_cache(maxsize=512)
+def detectable_effect_sd(n: int, m: int, alpha: float, power: float = POWER) -> float:
+    """Smallest true effect, in SDs of the differences, that the family-wise interval excludes
+    from 0 with `power` using n normal pairs; inf where n is too small.
+
+    The Walsh-average interval moves with a shift of the data, so its lower bound at effect mu
+    is L0 + mu, and the detectable mu is minus the (1 - power) quantile of L0 at effect 0.
     """
-    from statsmodels.stats.power import TTestPower
-    from statsmodels.tools.sm_exceptions import ConvergenceWarning  # registers its filters now
-
-    _check_alternative(alternative)
-    if sd_diff is None or not math.isfinite(sd_diff) or sd_diff <= 0:
-        return None
-    if not math.isfinite(effect) or effect == 0:
-        return None
-    d = abs(effect) / sd_diff
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)  # handled below
-            n = float(
-                TTestPower().solve_power(
-                    effect_size=d, alpha=alpha, power=power,
-                    alternative=_power_alternative(alternative),
-                )
-            )  # fmt: skip
-    except (ValueError, RuntimeError, ArithmeticError):
-        n = math.nan
-    if not math.isfinite(n):
-        # Solver failure (extreme d): the normal approximation is close enough to plan with.
-        z_alpha = sps.norm.ppf(1 - (alpha / 2 if alternative == "two-sided" else alpha))
-        n = ((z_alpha + sps.norm.ppf(power)) / d) ** 2 + 1
-    return max(2, math.ceil(n - 1e-9))
-
-
-def minimum_detectable_effect(
-    n: int, sd_diff: float, alpha: float = 0.05, power: float = 0.8, alternative: str = "greater"
-) -> float:
-    """Smallest true mean difference detected with `power` at this n (metric units)."""
-    if n < 2 or not math.isfinite(sd_diff) or sd_diff <= 0:
-        return math.nan
-    return _detectable_d(n, alpha, power, _power_alternative(alternative)) * sd_diff
-
-
-@functools.lru_cache(maxsize=256)
-def _detectable_d(n: int, alpha: float, power: float, alternative: str) -> float:
-    """Standardised detectable effect (d_z): depends on n, not on the data, so it is cached."""
-    from statsmodels.stats.power import TTestPower
-    from statsmodels.tools.sm_exceptions import ConvergenceWarning  # registers its filters now
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)  # NaN is reported as such
-            d = TTestPower().solve_power(nobs=n, alpha=alpha, power=power, alternative=alternative)
-    except (ValueError, RuntimeError, ArithmeticError):
-        return math.nan
-    return float(np.asarray(d).item())
+    if n < 1:
+        return math.inf
+    low, _ = _intervals(_noise(n, DRAWS), m, alpha)
+    if not np.isfinite(low).all():
+        return math.inf
+    return float(-np.quantile(low, 1 - power))

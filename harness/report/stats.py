@@ -2,9 +2,10 @@
 
 A cell compares a candidate model with a baseline on one dataset and one metric. Runs are
 paired by (seed, split_seed): the same seed and data split for both models, so the difference
-of a pair removes the split's own difficulty. Each cell reports a two-sided t-interval, a paired
-t-test, an exact sign-flip (permutation) test over all 2^n sign patterns, the effect size d_z,
-and the minimum detectable effect at this n. `holm` corrects a family of cells (one table).
+of a pair removes the split's own difficulty. A PairedResult describes a cell (mean and SD of
+the differences, a 95% t-interval, a paired t-test, an exact sign-flip test, d_z, wins and
+losses) for the descriptive sections; verdicts and table marks rest on one family-wise
+procedure instead (harness.report.signed_rank, harness.report.decision).
 
 Orientation: `paired_cell` by default orients the difference so that positive = candidate
 better (METRIC_DIRECTIONS); pass ``oriented=False`` for the raw candidate - baseline.
@@ -23,14 +24,14 @@ import pandas as pd
 from scipy import stats as sps
 
 from harness.errors import HarnessError
-from harness.report.power import (
-    ALTERNATIVES,
-    _check_alternative,
-    min_exact_p,
-    min_seeds_exact,
-    minimum_detectable_effect,
-    seeds_needed,
-)
+
+ALTERNATIVES = ("two-sided", "greater", "less")
+
+
+def _check_alternative(alternative: str) -> None:
+    if alternative not in ALTERNATIVES:
+        raise HarnessError(f"unknown alternative {alternative!r}; valid: {', '.join(ALTERNATIVES)}")
+
 
 __all__ = [
     "ALTERNATIVES",
@@ -40,17 +41,13 @@ __all__ = [
     "cell_runs",
     "compare_cells",
     "direction",
-    "holm",
+    "family_size",
     "log_ratio",
     "log_to_rel",
-    "min_exact_p",
-    "min_seeds_exact",
-    "minimum_detectable_effect",
     "one_sample",
     "paired_cell",
     "paired_comparison",
     "rel_to_log",
-    "seeds_needed",
     "sign_flip_p",
     "t_interval",
 ]
@@ -90,7 +87,6 @@ class PairedResult:
     d_z: float  # mean / sd of the differences
     wins: int  # pairs with a positive difference
     losses: int  # pairs with a negative difference
-    mde: float  # smallest |mean difference| detectable with 80% power at this n (metric units)
     testable: bool  # False where n < 2 or the differences have no spread
     alternative: str = "greater"
     level: float = 0.95
@@ -121,10 +117,11 @@ def sign_flip_p(diffs: Sequence[float], alternative: str = "greater") -> float:
     """
     _check_alternative(alternative)
     d = np.asarray(diffs, dtype=float)
-    if d.size == 0:
-        return math.nan
+    if d.size == 0 or not np.isfinite(d).all():
+        return math.nan  # no test on non-finite differences
     observed = float(d.sum())
-    tol = 1e-9 * max(1.0, float(np.abs(d).sum()))  # float sums of equal patterns may differ
+    # Float sums of equal patterns may differ in the last bits; relative, so units don't matter.
+    tol = 1e-9 * float(np.abs(d).sum())
     if d.size <= EXACT_MAX_N:
         sums = np.zeros(1)
         for value in np.abs(d):  # each pair doubles the set of reachable sums: +|d| or -|d|
@@ -173,7 +170,7 @@ def _from_diffs(d: np.ndarray, alternative: str, level: float, **extra) -> Paire
     n = int(d.size)
     nan = math.nan
     if n == 0:
-        return PairedResult(0, nan, nan, nan, nan, nan, nan, nan, nan, 0, 0, nan, False,
+        return PairedResult(0, nan, nan, nan, nan, nan, nan, nan, nan, 0, 0, False,
                             alternative, level, **extra)  # fmt: skip
     mean = float(d.mean())
     sd = float(d.std(ddof=1)) if n > 1 else nan
@@ -204,7 +201,6 @@ def _from_diffs(d: np.ndarray, alternative: str, level: float, **extra) -> Paire
         d_z=d_z,
         wins=int(np.count_nonzero(d > 0)),
         losses=int(np.count_nonzero(d < 0)),
-        mde=minimum_detectable_effect(n, sd, 1 - level, 0.8, alternative) if spread else nan,
         testable=bool(spread),
         alternative=alternative,
         level=level,
@@ -221,19 +217,6 @@ def one_sample(
     return paired_comparison(values, np.full(values.shape, float(value)), alternative, level)
 
 
-def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm step-down adjusted p-values, in input order; NaN entries stay NaN, not counted in m."""
-    p = np.asarray(p_values, dtype=float)
-    valid = np.flatnonzero(~np.isnan(p))
-    adjusted = np.full(p.shape, np.nan)
-    m = valid.size
-    running = 0.0
-    for rank, index in enumerate(valid[np.argsort(p[valid], kind="stable")]):
-        running = max(running, (m - rank) * p[index])
-        adjusted[index] = min(1.0, running)
-    return [float(x) for x in adjusted]
-
-
 def log_ratio(candidate: Sequence[float], baseline: Sequence[float]) -> np.ndarray:
     """log(candidate / baseline) per pair; ValueError if a value is not positive."""
     c, b = np.asarray(candidate, dtype=float), np.asarray(baseline, dtype=float)
@@ -241,7 +224,7 @@ def log_ratio(candidate: Sequence[float], baseline: Sequence[float]) -> np.ndarr
         raise ValueError(
             "log-ratio needs positive values; a run has a value <= 0 (relative change undefined)"
         )
-    return np.log(c / b)
+    return np.log(c) - np.log(b)  # exactly antisymmetric: swapping the two negates it
 
 
 def rel_to_log(rel_change: float) -> float:
@@ -332,12 +315,12 @@ def compare_cells(
     oriented: bool = False,
     level: float = 0.95,
 ) -> pd.DataFrame:
-    """Every (dataset, candidate) cell of one table against `baseline`, Holm-corrected together.
+    """Every (dataset, candidate) cell of one table against `baseline`: one family.
 
-    Two-sided tests. The p used for Holm (`p_test`) is the larger of the t-test and the exact
-    sign-flip p, so a cell counts only where both agree; `p_adjusted` is Holm over the cells
-    that have data. Columns: dataset, candidate, baseline, metric, scale, result (PairedResult),
-    n, mean_diff, ci_low, ci_high, p_value, p_permutation, p_test, p_adjusted, m.
+    Columns: dataset, candidate, baseline, metric, scale, result (PairedResult, two-sided, its
+    `diffs` are what harness.report.decision tests), n, mean_diff, error (why a cell has no
+    differences, e.g. a log-ratio of a value <= 0), and m: the cells with finite differences,
+    the family size every cell's Bonferroni level uses.
     """
     if datasets is None:
         datasets = sorted(df.loc[df["model"] == baseline, "dataset"].unique())
@@ -354,16 +337,16 @@ def compare_cells(
                 error = None
             except ValueError as exc:  # log-ratio of a non-positive value
                 res, error = _from_diffs(np.empty(0), "two-sided", level), str(exc)
-            p_test = np.nanmax([res.p_value, res.p_permutation]) if res.n else math.nan
             rows.append({"dataset": dataset, "candidate": candidate, "baseline": baseline,
                          "metric": metric, "scale": scale, "result": res, "n": res.n,
-                         "mean_diff": res.mean_diff, "ci_low": res.ci_low,
-                         "ci_high": res.ci_high, "p_value": res.p_value,
-                         "p_permutation": res.p_permutation, "p_test": float(p_test),
-                         "error": error})  # fmt: skip
+                         "mean_diff": res.mean_diff, "error": error})  # fmt: skip
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    frame["p_adjusted"] = holm(frame["p_test"].tolist())
-    frame["m"] = int(frame["p_test"].notna().sum())
+    frame["m"] = family_size(frame["result"])
     return frame
+
+
+def family_size(results: Sequence[PairedResult]) -> int:
+    """Cells of a family that are tested: at least one pair, all differences finite."""
+    return sum(1 for r in results if r.n and all(math.isfinite(x) for x in r.diffs))

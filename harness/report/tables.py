@@ -17,6 +17,7 @@ import pandas as pd
 
 from harness.paper import paper_values
 from harness.report import stats
+from harness.report.signed_rank import normalise, signed_rank
 from harness.report.variance import cell_sources, sources_text
 
 BASELINE = "resnet18"
@@ -243,16 +244,6 @@ def _has_direction(metric: str) -> bool:
     return metric in stats.METRIC_DIRECTIONS
 
 
-def _p_test(result: stats.PairedResult) -> float:
-    """The p a mark rests on: the larger of the t-test and the exact sign-flip p.
-
-    The same rule as stats.compare_cells and the claims, so a cell is marked only where both
-    tests agree (with n seeds the sign-flip p cannot go below 2 / 2^n).
-    """
-    values = [p for p in (result.p_value, result.p_permutation) if not math.isnan(p)]
-    return max(values) if values else float("nan")
-
-
 def paper_layout(number: int) -> pd.DataFrame:
     frame = paper_values()
     return frame[frame["table"] == number]
@@ -350,8 +341,9 @@ def _paired_cell(
 
 
 def _add_marks(spec: TableSpec, records: list[dict[str, Any]], data: pd.DataFrame) -> None:
-    """Significance against each baseline, Holm-corrected across all tests of the table."""
-    tests: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    """Significance against each baseline: the exact signed-rank test and its interval, one
+    family per table (Bonferroni over the table's m tests), as in the claims audit."""
+    tests: list[tuple[dict[str, Any], np.ndarray]] = []
     for rec in records:
         if not rec["n"] or not _has_direction(rec["metric"]):
             continue
@@ -364,20 +356,24 @@ def _add_marks(spec: TableSpec, records: list[dict[str, Any]], data: pd.DataFram
             result = _paired_cell(data, rec["metric"], rec["dataset"], rec["model"], baseline)
             if result.n == 0:
                 continue
-            mark = {"baseline": baseline, "n": int(result.n), "testable": bool(result.testable),
-                    "mean_diff": float(result.mean_diff), "p_value": _p_test(result),
-                    "ci_low": float(result.ci_low), "ci_high": float(result.ci_high),
-                    "p_adjusted": float("nan"), "symbol": "n/t"}  # fmt: skip
+            diffs = np.asarray(result.diffs, dtype=float)
+            finite = bool(np.isfinite(diffs).all())
+            mark = {"baseline": baseline, "n": int(result.n), "testable": finite,
+                    "mean_diff": float(result.mean_diff), "p_adjusted": float("nan"),
+                    "ci_low": float("nan"), "ci_high": float("nan"), "m": 0,
+                    "symbol": "n/t"}  # fmt: skip
             rec["marks"].append(mark)
-            if result.n >= 2 and not math.isnan(mark["p_value"]):
-                tests.append((rec, mark))
-    adjusted = stats.holm([mark["p_value"] for _, mark in tests]) if tests else []
-    for (_, mark), p_adj in zip(tests, adjusted, strict=True):
-        mark["p_adjusted"] = float(p_adj)
-        if p_adj < ALPHA:
-            mark["symbol"] = "▲" if mark["mean_diff"] > 0 else "▼"
-        else:
-            mark["symbol"] = "="
+            if finite:
+                tests.append((mark, diffs))
+    for mark, diffs in tests:
+        # Any positive unit gives the same test; the largest |difference| keeps values near 1.
+        unit = float(np.abs(diffs).max()) or 1.0
+        test = signed_rank(normalise(diffs, unit), len(tests), ALPHA)
+        mark.update(m=len(tests), p_adjusted=test.p_adjusted, testable=test.testable,
+                    ci_low=test.ci_low * unit, ci_high=test.ci_high * unit)  # fmt: skip
+        if not test.testable:
+            continue
+        mark["symbol"] = "▲" if test.ci_low > 0 else "▼" if test.ci_high < 0 else "="
 
 
 def build_tables(results: pd.DataFrame) -> list[ReportTable]:
@@ -391,9 +387,10 @@ def build_tables(results: pd.DataFrame) -> list[ReportTable]:
 
 LEGEND = (
     "Cells: mean ± SD over n seeds (sample SD), the paper's value, Δ = ours − paper. Marks "
-    "against a baseline (R = ResNet-18, SE = SE-ResNet-18, CBAM = CBAM-ResNet-18): ▲ "
-    "significantly better, ▼ significantly worse (paired t-test over seeds matched on "
-    "(seed, split_seed), two-sided; the larger of the t-test p and the exact sign-flip p, "
-    "Holm-corrected across the table's tests, α = 0.05 -- so at least 6 paired seeds are "
-    "needed for a mark); = no significant difference; n/t not testable (fewer than 2 pairs)."
+    "against a baseline (R = ResNet-18, SE = SE-ResNet-18, CBAM = CBAM-ResNet-18), on seeds "
+    "matched by (seed, split_seed): ▲ significantly better, ▼ significantly worse -- the exact "
+    "Wilcoxon signed-rank test, two-sided, Bonferroni over the table's m tests (α = 0.05), "
+    "whose inverted interval excludes 0 exactly when the mark is given; = no significant "
+    "difference; n/t not testable (too few pairs for the exact test to reach α/m: at least "
+    "log2(2m/α) pairs, e.g. 10 for m = 24)."
 )

@@ -1,9 +1,11 @@
-"""The one rule that turns a comparison into a verdict, and the regions claims are tested against.
+"""The rule that turns one comparison's interval into a verdict, and the regions claims state.
 
-Everything here works on one scale per comparison: raw differences candidate - baseline in the
-database's units (scale "diff"), log-ratios log(candidate / baseline) (scale "log", for relative
-claims), or a model's own level minus a stated value (scale "level"). `decide` applies
-VERDICT_RULE to one comparison; `combine_every` and `combine_any` combine parts of a claim.
+Everything here works in units of the comparison's smallest effect of interest (SESOI), on one
+scale per comparison: raw differences candidate - baseline ("diff"), log-ratios
+log(candidate) - log(baseline) ("log", relative claims) or a model's own level minus a stated
+value ("level"). `classify` is the rule, written once over arrays of interval bounds so that the
+same code decides a part and the simulations that plan seeds for it (harness.report.power);
+harness.report.decision applies it to data. The rule is argued in docs/STATISTICS.md.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from harness.errors import HarnessError
-from harness.report.stats import PairedResult, min_exact_p, min_seeds_exact, seeds_needed
+from harness.report.signed_rank import ROUND_DECIMALS
 
 ALPHA = 0.05
 SUPPORTED, CONTRADICTED, INCONCLUSIVE, UNTESTABLE = (
@@ -37,38 +41,40 @@ SESOI_LOG = math.log(1.10)
 
 VERDICT_RULE = f"""\
 Parts. A claim is split into parts: one comparison of a candidate with a baseline (or of a
-model's own value with the paper's figure) on one dataset and metric, runs paired by
+model's own value with a stated one) on one dataset and metric, runs paired by
 (seed, split_seed). Differences are candidate - baseline in database units, or
-log(candidate / baseline) per pair for relative claims (shown back as %).
+log(candidate) - log(baseline) per pair for relative claims (shown back as %).
 
-Tests. Each part is tested two-sided with the paired t-test and the exact sign-flip test (all
-2^n sign patterns). The larger of the two p-values is Holm-corrected across the m cells of its
-table: every dataset x GradAttn variant against the same baseline and metric (for a model's own
-level: the claim's datasets). The interval is the simultaneous (1 - alpha/m) t-interval,
-alpha = {ALPHA}.
+One procedure for test and interval. Each part is one of the m parts of its family (every
+dataset x GradAttn variant against the same baseline and metric; for user claims, every part
+of the claims file against that baseline and metric). Its interval is the exact Wilcoxon
+signed-rank interval at level 1 - alpha/m (Bonferroni, alpha = {ALPHA}): the ordered Walsh
+averages W_(k) to W_(N+1-k), N = n(n+1)/2. Its p_adjusted is min(1, m x the exact two-sided
+signed-rank p). p_adjusted <= alpha exactly when the interval excludes 0: the two cannot
+disagree. Verdicts read the interval only.
 
-Claimed region R. Point claim of size v: [v/2, 2v] (the stated size within a factor of two).
-Range claim: its range. Directional claim: > 0 (or < 0). "Matches" or a stated level: +-SESOI
-around it. "Not consistently slower": < +SESOI. SESOI, the smallest effect of interest: 0.5 pp
-for accuracies, 0.005 for F1 / ECE / gaps, 0.025 for GHS, 1 epoch, 10% on log-ratios.
+Claimed region R. Point claim of size v: [v/2, 2v] (the stated size within a factor of two);
+stated 0 ("matches"): +-SESOI. Range claim: its range. Directional claim: at least +SESOI in
+the claimed direction. A stated level: +-SESOI around it. "Not consistently slower": below
++SESOI. SESOI: 0.5 pp for accuracies, 0.005 for F1 / ECE / gaps, 0.01 NLL, 0.025 GHS, 1 epoch,
+10% on log-ratios.
 
-Rule, first match wins:
- 1. No paired runs: UNTESTABLE (no data).
- 2. m x 2/2^n > alpha (the exact test cannot reach alpha after Holm with n pairs):
+Rule for interval I = [L, U], first match wins:
+ 1. No pairs, or a non-finite difference: UNTESTABLE (no test is run, no p is shown).
+ 2. No count of n pairs reaches alpha/m (n too small: I is unbounded whatever the data):
     UNTESTABLE, with the seeds needed.
- 3. R contains 0 (matches / a level / not slower): interval inside R: SUPPORTED; interval
-    entirely outside R: CONTRADICTED (smaller / larger than claimed; opposite for a one-sided
-    R); otherwise INCONCLUSIVE.
- 4. R excludes 0 (an effect):
-    a. Holm p <= alpha against the claimed sign, or interval entirely across 0:
-       CONTRADICTED (opposite).
-    b. Interval entirely nearer 0 than R: CONTRADICTED (smaller than claimed; no meaningful
-       effect if the interval lies within +-SESOI).
-    c. Interval entirely beyond R: CONTRADICTED (larger than claimed).
-    d. Holm p <= alpha with the claimed sign: SUPPORTED.
-    e. Interval within +-SESOI while R reaches beyond it: CONTRADICTED (no meaningful effect).
-    f. Otherwise INCONCLUSIVE, with the seeds a paired t-test needs for the claimed effect
-       (80% power, alpha/m, the observed SD of the differences).
+ 3. R contains 0 (matches, a level, not slower): I inside R: SUPPORTED; I and R disjoint:
+    CONTRADICTED; otherwise INCONCLUSIVE.
+ 4. R excludes 0 (an effect; mirrored so that the claim is positive):
+    a. U < 0: CONTRADICTED (opposite).
+    b. U below R: CONTRADICTED (smaller than claimed; "no meaningful effect" when I lies
+       within +-SESOI).
+    c. L above R: CONTRADICTED (larger than claimed).
+    d. L > 0: SUPPORTED (an effect on the claimed side, of a size R allows).
+    e. Otherwise (I holds 0 and part of R): INCONCLUSIVE, with the seeds that would decide it.
+ Seeds needed: the smallest total n at which a simulation (1,000 draws, fixed seed) decides the
+ part (SUPPORTED or CONTRADICTED) with 80% probability, keeping the observed pairs and drawing
+ the new ones from a normal with the claimed effect and the observed SD.
  Parameter counts are deterministic: compared exactly with R, no test.
 
 Combining parts. "Every" / "each variant": CONTRADICTED if any part is, else UNTESTABLE if any
@@ -76,7 +82,7 @@ is, else INCONCLUSIVE if any is, else SUPPORTED. "Not consistently slower": SUPP
 part is, CONTRADICTED if all are. "k of N datasets": SUPPORTED when at least k parts are,
 CONTRADICTED when fewer than k parts are not contradicted; a sign test over datasets is shown
 beside it. "Best GradAttn variant" is the variant with the best mean on these same runs, an
-optimistic choice: its p is Holm-adjusted in a family holding all three variants."""
+optimistic choice: its family holds all three variants."""
 
 
 def sesoi(metric: str, scale: str) -> float:
@@ -96,8 +102,9 @@ def sesoi(metric: str, scale: str) -> float:
 class Region:
     """What a claim says about one comparison, on that comparison's scale.
 
-    `target` is the effect to plan seeds for (the stated size, the range's bound nearest 0, or
-    the SESOI); `bounded` is False for a one-sided region such as "< SESOI".
+    `target` is the effect to plan seeds with (the stated size, the middle of a range, the
+    SESOI of a directional claim, 0 for "no difference" regions); `bounded` is False for a
+    one-sided region such as "< SESOI".
     """
 
     low: float
@@ -107,113 +114,97 @@ class Region:
 
     @property
     def contains_zero(self) -> bool:
-        """True for "no effect" regions (matches, a level, non-inferiority), not "> 0"."""
+        """True for "no effect" regions (matches, a level, non-inferiority), not effects."""
         return self.low < 0 < self.high
 
     @property
     def sign(self) -> float:
-        """+1 for a region above 0, -1 below (effect regions only)."""
+        """+1 for a region at or above 0, -1 below (effect regions only)."""
         return 1.0 if self.high > 0 else -1.0
+
+    def in_units(self, unit: float) -> Region:
+        """The region in units of `unit` (the SESOI), rounded like the differences."""
+        def conv(x: float) -> float:
+            return x / unit if math.isinf(x) else round(x / unit, ROUND_DECIMALS) + 0.0
+
+        return Region(conv(self.low), conv(self.high), conv(self.target), self.bounded)
+
+    def mirrored(self) -> Region:
+        """The same claim about baseline - candidate."""
+        return Region(-self.high, -self.low, -self.target, self.bounded)
 
 
 def point_region(value: float, delta: float) -> Region:
     """A stated size v: [v/2, 2v]; a stated 0 ("matches"): [-SESOI, +SESOI]."""
     if value == 0:
-        return Region(-delta, delta, delta)
+        return Region(-delta, delta, 0.0)
     low, high = sorted((value / 2, value * 2))
     return Region(low, high, value)
 
 
 def range_region(low: float, high: float) -> Region:
     low, high = sorted((low, high))
-    target = low if low > 0 else high  # the bound nearest 0: the smallest claimed effect
-    return Region(low, high, target)
+    return Region(low, high, (low + high) / 2)
 
 
 def directional_region(sign: float, delta: float) -> Region:
-    return Region(0.0, math.inf, delta) if sign > 0 else Region(-math.inf, 0.0, -delta)
+    """"Better": at least one SESOI in the claimed direction."""
+    return Region(delta, math.inf, delta) if sign > 0 else Region(-math.inf, -delta, -delta)
 
 
 def level_region(delta: float) -> Region:
     """A model's own value equals the stated one (scale "level": value - stated)."""
-    return Region(-delta, delta, delta)
+    return Region(-delta, delta, 0.0)
 
 
 def not_worse_region(delta: float) -> Region:
     """Candidate not meaningfully larger (slower): difference < SESOI."""
-    return Region(-math.inf, delta, delta, bounded=False)
+    return Region(-math.inf, delta, 0.0, bounded=False)
 
 
-@dataclass(frozen=True)
-class Decision:
-    verdict: str
-    reason: str
-    ci_family: tuple[float, float]
-    seeds_needed: int | None
+# Reason codes of the rule; each has one verdict.
+NO_DATA, NOT_FINITE, TOO_FEW = "no data", "not finite", "n too small"
+OPPOSITE, SMALLER, NEGLIGIBLE, LARGER = "opposite", "smaller", "no meaningful effect", "larger"
+EFFECT, OPEN_EFFECT = "effect", "open effect"
+INSIDE, BELOW, ABOVE, OPEN_EDGE = "inside", "below", "above", "open edge"
+REASON_CODES = (NO_DATA, NOT_FINITE, TOO_FEW, OPPOSITE, SMALLER, NEGLIGIBLE, LARGER, EFFECT,
+                OPEN_EFFECT, INSIDE, BELOW, ABOVE, OPEN_EDGE)  # fmt: skip
+VERDICT_OF = {
+    NO_DATA: UNTESTABLE, NOT_FINITE: UNTESTABLE, TOO_FEW: UNTESTABLE,
+    OPPOSITE: CONTRADICTED, SMALLER: CONTRADICTED, NEGLIGIBLE: CONTRADICTED,
+    LARGER: CONTRADICTED, EFFECT: SUPPORTED, OPEN_EFFECT: INCONCLUSIVE, INSIDE: SUPPORTED,
+    BELOW: CONTRADICTED, ABOVE: CONTRADICTED, OPEN_EDGE: INCONCLUSIVE,
+}  # fmt: skip
+# The reason in a few words, for summaries and the scorecard (the full reason has the numbers).
+SHORT_REASON = {
+    NO_DATA: "no data", NOT_FINITE: "non-finite values", TOO_FEW: "n too small",
+    OPPOSITE: "opposite of the claim", SMALLER: "smaller than claimed",
+    NEGLIGIBLE: "no meaningful effect", LARGER: "larger than claimed",
+    EFFECT: "effect as claimed", OPEN_EFFECT: "needs more seeds", INSIDE: "as claimed",
+    BELOW: "below the claimed range", ABOVE: "above the claimed range",
+    OPEN_EDGE: "needs more seeds", "exact": "exact count",
+}  # fmt: skip
+DECIDED = tuple(code for code, verdict in VERDICT_OF.items() if verdict in (SUPPORTED, CONTRADICTED))
 
 
-def decide(
-    res: PairedResult,
-    p_adjusted: float,
-    m: int,
-    region: Region,
-    delta: float,
-    alpha: float = ALPHA,
-    error: str | None = None,
-) -> Decision:
-    """VERDICT_RULE for one part; `res` holds two-sided statistics on the region's scale."""
-    nan2 = (math.nan, math.nan)
-    if error:
-        return Decision(UNTESTABLE, error, nan2, None)
-    if res.n == 0:
-        return Decision(UNTESTABLE, "no data", nan2, None)
-    m = max(1, m)
-    needed_exact = min_seeds_exact(m, alpha)
-    seeds = seeds_needed(region.target, res.sd_diff, alpha / m)
-    seeds = max(seeds, needed_exact) if seeds is not None else None
-    smallest = m * min_exact_p(res.n)
-    if smallest > alpha:
-        return Decision(
-            UNTESTABLE,
-            f"n={res.n}: exact sign-flip test cannot reach alpha={alpha} after Holm over m={m} "
-            f"(smallest p {smallest:.3g}); needs >= {needed_exact} seeds",
-            nan2,
-            seeds if seeds is not None else needed_exact,
-        )
-    low, high = res.interval(1 - alpha / m)
-    ci = (low, high)
+def classify(low: np.ndarray | float, high: np.ndarray | float, region: Region) -> np.ndarray:
+    """The rule (rules 2-4 of VERDICT_RULE) for intervals [low, high] in SESOI units.
+
+    `region` is in the same units, so +-1 is the SESOI. Returns one reason code per interval.
+    """
+    low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+    unbounded = ~(np.isfinite(low) & np.isfinite(high))
     if region.contains_zero:
-        if region.low <= low and high <= region.high:
-            return Decision(SUPPORTED, "interval inside the claimed region", ci, None)
-        if high < region.low or low > region.high:
-            if not region.bounded:
-                reason = "opposite"
-            else:
-                reason = "smaller than claimed" if high < region.low else "larger than claimed"
-            return Decision(CONTRADICTED, reason, ci, None)
-        return Decision(INCONCLUSIVE, "interval overlaps the claimed region's edge", ci, seeds)
-
-    s = region.sign  # mirror a negative claim so that the claimed effect is positive
-    r_low, r_high = sorted((s * region.low, s * region.high))
-    c_low, c_high = sorted((s * low, s * high))
-    mean = s * res.mean_diff
-    significant = math.isfinite(p_adjusted) and p_adjusted <= alpha
-    negligible = -delta < c_low and c_high < delta
-    if (significant and mean < 0) or c_high < 0:
-        return Decision(CONTRADICTED, "opposite", ci, None)
-    if c_high < r_low:
-        reason = "no meaningful effect" if negligible else "smaller than claimed"
-        return Decision(CONTRADICTED, reason, ci, None)
-    if c_low > r_high:
-        return Decision(CONTRADICTED, "larger than claimed", ci, None)
-    if significant and mean > 0:
-        return Decision(SUPPORTED, "significant in the claimed direction, size consistent", ci,
-                        None)  # fmt: skip
-    if negligible and r_high > delta:
-        return Decision(CONTRADICTED, "no meaningful effect", ci, None)
-    return Decision(
-        INCONCLUSIVE, "interval includes both the claimed region and no effect", ci, seeds
-    )
+        conditions = [unbounded, (low >= region.low) & (high <= region.high),
+                      high < region.low, low > region.high]  # fmt: skip
+        return np.select(conditions, [TOO_FEW, INSIDE, BELOW, ABOVE], OPEN_EDGE)
+    if region.sign < 0:  # mirror: the claimed effect is positive from here on
+        low, high, region = -high, -low, region.mirrored()
+    within_sesoi = (low >= -1.0) & (high <= 1.0)
+    conditions = [unbounded, high < 0, (high < region.low) & within_sesoi, high < region.low,
+                  low > region.high, low > 0]  # fmt: skip
+    return np.select(conditions, [TOO_FEW, OPPOSITE, NEGLIGIBLE, SMALLER, LARGER, EFFECT],
+                     OPEN_EFFECT)  # fmt: skip
 
 
 def combine_every(verdicts: list[str]) -> str:
