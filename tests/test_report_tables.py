@@ -131,8 +131,9 @@ def test_marks_better_worse_and_not_testable(engine):
     assert [m["symbol"] for m in marks["gradattn_learnable"]] == ["n/t"]
     better = marks["gradattn_rope"][0]
     assert better["n"] == 10 and better["mean_diff"] == pytest.approx(0.05, abs=0.01)
-    # Holm over the table's two tests: adjusted p >= raw p.
-    assert better["p_adjusted"] >= better["p_value"]
+    # Bonferroni over the table's three tests; all 10 differences positive: 3 x 2 / 2^10.
+    assert better["m"] == 3 and better["p_adjusted"] == pytest.approx(3 * 2 / 2**10)
+    assert better["ci_low"] > 0 and marks["gradattn_nope"][0]["ci_high"] < 0
     assert "R▲" in cell_text(table.cell(("svhn",), "gradattn_rope"))
 
 

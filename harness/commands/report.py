@@ -22,7 +22,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--html", action="store_true", help="write the HTML report (the default; always written)"
     )
-    parser.add_argument("--out", default="reports", help="parent directory (default: reports)")
+    parser.add_argument(
+        "--out",
+        default="reports",
+        help="parent directory (default: reports); '-' writes report.json to stdout "
+        "(with --format json) and nothing to disk",
+    )
     parser.add_argument(
         "--protocol", choices=PROTOCOLS, default=None, help="only this protocol (default: all)"
     )
@@ -35,6 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--name", default=None, help="report directory name (default: from the grid names)"
+    )
+    parser.add_argument(
+        "--claims",
+        default=None,
+        metavar="FILE.yaml",
+        help="audit these claims instead of the paper's (schema: docs/CLAIMS.md)",
     )
     add_db_option(parser)
     parser.set_defaults(func=run)
@@ -54,10 +65,27 @@ def run(args: argparse.Namespace) -> int:
     from harness.report import build_report
 
     formats = parse_formats(args.format)
+    if args.out == "-":
+        return _json_to_stdout(args, formats)
     index = build_report(
-        db_url(args), out_dir=args.out, protocol=args.protocol, formats=formats, name=args.name
+        db_url(args), out_dir=args.out, protocol=args.protocol, formats=formats, name=args.name,
+        claims_file=args.claims,
     )
     written = ", ".join(sorted(p.name for p in index.parent.iterdir() if p.suffix != ".png"))
     figures = sum(1 for p in index.parent.iterdir() if p.suffix == ".png")
     print(f"report written: {index} ({written}; {figures} figure(s))")
+    return 0
+
+
+def _json_to_stdout(args: argparse.Namespace, formats: tuple[str, ...]) -> int:
+    """`--out -`: the JSON report on stdout, no directory, no figures."""
+    import sys
+
+    from harness.report.export import json_text
+    from harness.report.render import collect
+
+    if set(formats) != {"html", "json"}:
+        raise HarnessError("--out - writes the JSON report to stdout: pass --format json only")
+    data = collect(db_url(args), args.protocol, args.name, None, args.claims)
+    sys.stdout.write(json_text(data) + "\n")
     return 0

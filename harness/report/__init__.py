@@ -18,9 +18,11 @@ def build_report(
     protocol: str | None = None,
     formats: tuple[str, ...] = ("html",),
     name: str | None = None,
+    claims_file: str | Path | None = None,
 ) -> Path:
     """Write reports/<name>/index.html (+ the other formats); returns the index path."""
     # Imported lazily: the renderers pull in matplotlib and jinja2, which loading data does not need.
     from harness.report.render import build_report as _build
 
-    return _build(db, out_dir=out_dir, protocol=protocol, formats=formats, name=name)
+    return _build(db, out_dir=out_dir, protocol=protocol, formats=formats, name=name,
+                  claims_file=claims_file)  # fmt: skip

@@ -235,7 +235,8 @@ def write_csv(data: ReportData, out_dir: Path) -> Path:
 
 
 def _clean(value: Any) -> Any:
-    """JSON-safe: NaN -> null, numpy scalars -> Python, tuples -> lists, dataclasses -> dicts."""
+    """JSON-safe: NaN and +-inf -> null (an unbounded end), numpy scalars -> Python, tuples ->
+    lists, dataclasses -> dicts."""
     if isinstance(value, dict):
         return {str(k): _clean(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -244,7 +245,7 @@ def _clean(value: Any) -> Any:
         return _clean(vars(value))
     if hasattr(value, "item") and not isinstance(value, str):
         value = value.item()
-    if isinstance(value, float) and math.isnan(value):
+    if isinstance(value, float) and not math.isfinite(value):  # NaN, +-inf: null
         return None
     if is_missing(value):
         return None
@@ -294,9 +295,32 @@ def report_json(data: ReportData) -> dict[str, Any]:
             "provenance": {i["name"]: i["value"] for i in provenance_items(data)},
             "protocols": protocols,
             "audit": _audit_json(data.audit or Audit()),
+            "claims_audit": claims_json(data),
             "jobs": jobs.to_dict("records"),
         }
     )
+
+
+CLAIMS_SCHEMA = "harness.claims/1"
+# Stable from schema harness.claims/1 on (docs/REPORT.md): fields are only ever added.
+PART_KEYS = ("dataset", "candidate", "baseline", "metric", "scale", "n", "mean_diff", "ci_low",
+             "ci_high", "level", "m", "p_adjusted", "verdict", "reason", "seeds_needed",
+             "region_low", "region_high", "sesoi")  # fmt: skip
+
+
+def claims_json(data: ReportData) -> dict[str, Any]:
+    """Every claim's verdict and parts, one entry per (arm, claim), in the stable schema."""
+    claims = []
+    for report in data.protocols:
+        for claim in report.claims:
+            claims.append({
+                "id": claim.id, "protocol": report.protocol, "arm": report.label,
+                "text": claim.text, "kind": claim.kind, "verdict": claim.verdict,
+                "reason": claim.reason,
+                "parts": [{key: part.get(key) for key in PART_KEYS} for part in claim.parts],
+            })  # fmt: skip
+    return {"schema": CLAIMS_SCHEMA, "alpha": 0.05, "source": data.claims_source,
+            "claims": claims}  # fmt: skip
 
 
 def _audit_json(audit: Audit) -> dict[str, Any]:
@@ -317,7 +341,12 @@ def _audit_json(audit: Audit) -> dict[str, Any]:
     }
 
 
+def json_text(data: ReportData) -> str:
+    """report.json's text: strict JSON (NaN and infinities written as null)."""
+    return json.dumps(report_json(data), indent=1, ensure_ascii=False, allow_nan=False)
+
+
 def write_json(data: ReportData, out_dir: Path) -> Path:
     path = out_dir / "report.json"
-    path.write_text(json.dumps(report_json(data), indent=1, ensure_ascii=False), encoding="utf-8")
+    path.write_text(json_text(data), encoding="utf-8")
     return path

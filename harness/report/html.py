@@ -137,6 +137,30 @@ def _claim_view(claim: Any) -> dict[str, Any]:
     }
 
 
+def _scorecard(data: ReportData) -> list[dict[str, Any]]:
+    """One row per (arm, claim): what a reader wants first, each linking to its evidence."""
+    rows = []
+    for report in data.protocols:
+        for claim in report.claims:
+            parts = [p for p in claim.parts if p.get("n")]
+            if len(claim.parts) == 1 and parts:
+                ours = parts[0].get("estimate", "")
+            elif parts:
+                counts = Counter(p["verdict"] for p in claim.parts)
+                ours = f"{len(claim.parts)} parts: " + ", ".join(
+                    f"{n} {v.lower()}" for v, n in sorted(counts.items()))  # fmt: skip
+            else:
+                ours = "no runs"
+            ns = sorted({int(p["n"]) for p in parts})
+            n_text = "0" if not ns else str(ns[0]) if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
+            rows.append({
+                "arm": report.label, "id": claim.id, "text": claim.text,
+                "href": f"#{report.anchor}-claim-{claim.id}", "verdict": claim.verdict,
+                "claimed": claim.claimed, "ours": ours, "n": n_text, "reason": claim.reason,
+            })  # fmt: skip
+    return rows
+
+
 def _section_view(report: ProtocolReport) -> dict[str, Any]:
     anchor = report.anchor
     return {
@@ -233,6 +257,8 @@ def write_html(data: ReportData, path: Path) -> None:
         legend=LEGEND,
         verdict_rule=data.verdict_rule,
         sections=[_section_view(p) for p in data.protocols],
+        scorecard=_scorecard(data),
+        claims_source=data.claims_source,
         audit=data.audit if data.audit is not None else Audit(),
         runs_header=RUNS_HEADER,
         runs=_runs_view(data),

@@ -69,6 +69,7 @@ class ReportData:
     jobs: pd.DataFrame
     results: pd.DataFrame  # all selected protocols
     verdict_rule: str
+    claims_source: str = ""
     notes: list[str] = field(default_factory=list)
     # harness.report.audit: protocol differences, claims by arm, tuned vs paper hparams.
     audit: Any = None
@@ -103,11 +104,13 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _claims(results: pd.DataFrame, protocol: str) -> tuple[list[Any], str]:
+def _claims(
+    results: pd.DataFrame, protocol: str, claims: list[dict[str, Any]] | None = None
+) -> tuple[list[Any], str]:
     from harness.report.claims import evaluate_claims
 
     try:
-        return list(evaluate_claims(results, protocol)), ""
+        return list(evaluate_claims(results, protocol, claims=claims)), ""
     except (HarnessError, ValueError) as exc:  # the tables still stand without the claims
         return [], f"claims could not be evaluated: {exc}"
 
@@ -119,9 +122,14 @@ def _verdict_rule() -> str:
 
 
 def collect(
-    db: str | Engine, protocol: str | None, name: str | None, figure_dir: Path | None
+    db: str | Engine,
+    protocol: str | None,
+    name: str | None,
+    figure_dir: Path | None,
+    claims_file: str | Path | None = None,
 ) -> ReportData:
-    """Load and compute everything (figures are drawn into figure_dir when given)."""
+    """Load and compute everything (figures are drawn into figure_dir when given); the claims
+    of `claims_file` (checked first) replace the paper's."""
     if protocol is not None and protocol not in PROTOCOLS:
         raise HarnessError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
     engine, shown_url = _engine(db)
@@ -137,6 +145,11 @@ def collect(
             present = ", ".join(sorted(load.load_jobs(engine)["protocol"].unique()))
             raise HarnessError(f"no jobs under protocol {protocol!r}; the database has: {present}")
     results = load.load_results(engine, protocol)
+    claims, claims_source = None, "the paper's claims (harness/paperdata/claims.yaml)"
+    if claims_file is not None:
+        from harness.report.claim_file import load_claims_file
+
+        claims, claims_source = load_claims_file(claims_file, results)
     epochs = load.load_epochs(engine, protocol)
     gradients = load.load_gradients(engine, protocol)
     data = ReportData(
@@ -147,6 +160,7 @@ def collect(
         jobs=jobs,
         results=results,
         verdict_rule=_verdict_rule(),
+        claims_source=claims_source,
     )
     if results.empty:
         data.notes.append("No job has finished yet: the tables are empty; see the runs below.")
@@ -158,7 +172,9 @@ def collect(
         arms[arm] = subset
         if not arm.has_section:
             continue
-        data.protocols.append(_section(arm, subset, dropped, epochs, gradients, figure_dir))
+        data.protocols.append(
+            _section(arm, subset, dropped, epochs, gradients, figure_dir, claims)
+        )
     variants = {arm: len(frame) for arm, frame in arms.items() if not arm.has_section}
     if variants:
         listed = "; ".join(f"{arm.label} ({n})" for arm, n in variants.items())
@@ -179,6 +195,7 @@ def _section(
     epochs: pd.DataFrame,
     gradients: pd.DataFrame,
     figure_dir: Path | None,
+    claims: list[dict[str, Any]] | None = None,
 ) -> ProtocolReport:
     """One arm's full section: Tables 3-9, claims, figures, variance sources."""
     from harness.report.variance import variance_table
@@ -194,10 +211,13 @@ def _section(
             "Tuned hyper-parameters: lr, weight decay and dropout are each cell's best tuning "
             "trial, not Table 1's; compare with the paper-hyper-parameter section."
         )
-    report.claims, report.claims_error = _claims(subset, arm.protocol)
+    report.claims, report.claims_error = _claims(subset, arm.protocol, claims)
     report.variance, report.variance_note = variance_table(subset)
     if figure_dir is not None:
-        report.figures = all_figures(
+        from harness.report.forest import forest_plot
+
+        label = arm.protocol if arm.is_base else arm.short
+        report.figures = forest_plot(report.claims, label, figure_dir) + all_figures(
             subset,
             epochs[epochs["job_id"].isin(subset["job_id"])],
             gradients[gradients["job_id"].isin(subset["job_id"])],
@@ -213,6 +233,7 @@ def build_report(
     protocol: str | None = None,
     formats: tuple[str, ...] | list[str] = ("html",),
     name: str | None = None,
+    claims_file: str | Path | None = None,
 ) -> Path:
     """Write <out_dir>/<name>/index.html (+ report.md, report.tex, tables.csv, report.json as
     asked) and return the path of index.html. HTML is always written: it is the report."""
@@ -227,7 +248,7 @@ def build_report(
     out_root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out_root))
     try:
-        data = collect(db, protocol, name, staging)
+        data = collect(db, protocol, name, staging, claims_file)
         html.write_html(data, staging / "index.html")
         writers = {"md": export.write_markdown, "latex": export.write_latex,
                    "csv": export.write_csv, "json": export.write_json}  # fmt: skip
