@@ -1,0 +1,152 @@
+"""`harness report --claims FILE.yaml`: every mistake named, then the user's claims audited."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from synthetic_db import fill_synthetic, grid_runs
+
+from harness.cli import main
+from harness.db import make_engine
+from harness.errors import HarnessError
+from harness.paper import paper_claims
+from harness.report.claim_file import load_claims_file
+
+RESULTS = pd.DataFrame({"model": ["resnet18", "vit_small"], "dataset": ["digits", "cifar100"]})
+GOOD = {"id": "U1", "kind": "point", "metric": "top1", "dataset": "digits",
+        "baseline": "resnet18", "candidate": "vit_small", "value": 2.0, "unit": "pp"}  # fmt: skip
+
+
+def _write(tmp_path: Path, claims) -> Path:
+    path = tmp_path / "claims.yaml"
+    path.write_text(yaml.safe_dump({"claims": claims}), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"kind": "pont"}, "claim U1: kind 'pont' is not one of point, range"),
+        ({"metric": "top-1"}, "claim U1: unknown metric 'top-1' (did you mean 'top1'?)"),
+        ({"candidate": "vit_smal"}, "claim U1: candidate 'vit_smal' has no runs in the database "
+                                    "(did you mean 'vit_small'?)"),
+        ({"baseline": "resnet50"}, "claim U1: baseline 'resnet50' has no runs"),
+        ({"dataset": "digit"}, "claim U1: dataset 'digit' has no runs in the database "
+                               "(did you mean 'digits'?)"),
+        ({"value": None}, "claim U1: value must be a finite number (got None)"),
+        ({"value": "two"}, "claim U1: value must be a finite number (got 'two')"),
+        ({"value": float("nan")}, "claim U1: value must be a finite number"),
+        ({"vaule": 2.0}, "claim U1: unknown field 'vaule' (did you mean 'value'?)"),
+        ({"unit": "percent"}, "claim U1: unit 'percent' is not one of pp, rel, abs"),
+        ({"metric": "nll"}, "claim U1: unit 'pp' needs a metric stored as a fraction"),
+        ({"kind": "range"}, "claim U1: a range claim needs 'low' and 'high'"),
+        ({"kind": "range", "low": 1, "high": 1}, "claim U1: low equals high (1)"),
+        ({"kind": "count", "datasets": ["digits"]}, "claim U1: a count claim needs 'at_least'"),
+        ({"direction": "up"}, "claim U1: direction must be 'higher' or 'lower'"),
+        ({"id": ""}, "claim #1: missing field 'id'"),
+    ],
+)  # fmt: skip
+def test_each_mistake_gets_one_line_naming_claim_and_field(tmp_path, change, expected):
+    claim = {k: v for k, v in {**GOOD, **change}.items() if not (k == "id" and v == "")}
+    if "value" in change and change["value"] is None:
+        claim["value"] = None
+    with pytest.raises(HarnessError) as err:
+        load_claims_file(_write(tmp_path, [claim]), RESULTS)
+    first, *lines = str(err.value).splitlines()
+    assert first.startswith("1 mistake(s) in claims file") or len(lines) > 1
+    assert any(line.startswith(expected) for line in lines), lines
+
+
+def test_missing_value_duplicates_and_all_mistakes_at_once(tmp_path):
+    no_value = {k: v for k, v in GOOD.items() if k != "value"}
+    claims = [no_value, {**GOOD, "metric": "top-1"}]  # two claims named U1
+    with pytest.raises(HarnessError) as err:
+        load_claims_file(_write(tmp_path, claims), RESULTS)
+    lines = str(err.value).splitlines()
+    assert lines[0].startswith("3 mistake(s) in claims file")
+    assert "claim U1: missing field 'value' (the stated size)" in lines
+    assert "claim U1: id 'U1' is used twice; ids must be unique" in lines
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("claims: [\n  - id: [", "is not valid YAML at line"), ("x: 1\n", "needs a top-level 'claims:'"),
+     ("claims: []\n", "needs a top-level 'claims:'")],
+)  # fmt: skip
+def test_file_level_mistakes(tmp_path, text, expected):
+    path = tmp_path / "claims.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(HarnessError, match=expected):
+        load_claims_file(path, RESULTS)
+    path.write_bytes(b"claims:\n  - id: \xff\n")
+    with pytest.raises(HarnessError, match="not UTF-8"):
+        load_claims_file(path, RESULTS)
+    with pytest.raises(HarnessError, match="not found"):
+        load_claims_file(tmp_path / "nope.yaml", RESULTS)
+
+
+def test_the_paper_and_demo_claims_files_are_valid():
+    models = ["resnet18", "gradattn_nope", "gradattn_learnable", "gradattn_rope", "se_resnet18",
+              "cbam_resnet18"]  # fmt: skip
+    datasets = ["tinyimagenet", "svhn", "cifar10", "fashionmnist", "tissuemnist", "bloodmnist",
+                "pcam", "padufes20", "digits"]  # fmt: skip
+    every = pd.DataFrame([(m, d) for m in models for d in datasets], columns=["model", "dataset"])
+    paper = Path(__file__).parents[1] / "harness" / "paperdata" / "claims.yaml"
+    claims, source = load_claims_file(paper, every)
+    assert [c["id"] for c in claims] == [c["id"] for c in paper_claims()]
+    assert "sha256" in source
+    doc = Path(__file__).parents[1] / "docs" / "examples" / "digits-claims.yaml"
+    assert len(load_claims_file(doc, every)[0]) == 10
+
+
+def _db(tmp_path) -> str:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    runs = grid_runs({("cifar100", "resnet50"): 0.70, ("cifar100", "vit_small"): 0.74},
+                     seeds=range(8), sd=0.004)  # fmt: skip
+    fill_synthetic(make_engine(url), runs)
+    return url
+
+
+def test_report_cli_refuses_a_bad_file_and_writes_nothing(tmp_path, capsys):
+    url = _db(tmp_path)
+    path = _write(tmp_path, [{**GOOD, "dataset": "cifar100", "baseline": "resnet50",
+                              "candidate": "vit_smal"}])  # fmt: skip
+    out = tmp_path / "reports"
+    assert main(["report", "--db", url, "--out", str(out), "--claims", str(path)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("harness: error: 1 mistake(s) in claims file")
+    assert "candidate 'vit_smal'" in err[1] and "Traceback" not in "\n".join(err)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_user_claims_about_any_models_are_audited_html_and_json(tmp_path, capsys):
+    url = _db(tmp_path)
+    claims = [{**GOOD, "dataset": "cifar100", "baseline": "resnet50", "value": 4.0},
+              {"id": "U2", "kind": "directional", "metric": "top1", "dataset": "cifar100",
+               "baseline": "vit_small", "candidate": "resnet50"}]  # fmt: skip
+    path = _write(tmp_path, claims)
+    out = tmp_path / "reports"
+    assert main(["report", "--db", url, "--out", str(out), "--claims", str(path),
+                 "--name", "mine"]) == 0  # fmt: skip
+    page = (out / "mine" / "index.html").read_text(encoding="utf-8")
+    assert page.index('id="scorecard"') < page.index("<nav>")
+    assert 'href="#p-paper-claim-U1"' in page and "claims.yaml (sha256" in page
+    capsys.readouterr()
+    assert main(["report", "--db", url, "--out", "-", "--format", "json", "--claims",
+                 str(path)]) == 0  # fmt: skip
+    audit = json.loads(capsys.readouterr().out)["claims_audit"]
+    assert audit["schema"] == "harness.claims/1"
+    verdicts = {c["id"]: c for c in audit["claims"]}
+    # +4 pp with SD 0.4 pp over 8 seeds: the interval excludes 0 and reaches [2, 8] pp.
+    assert verdicts["U1"]["verdict"] == "SUPPORTED"
+    assert verdicts["U2"]["verdict"] == "CONTRADICTED"  # the mirrored claim: opposite
+    part = verdicts["U1"]["parts"][0]
+    assert set(part) >= {"dataset", "candidate", "baseline", "metric", "n", "mean_diff",
+                         "ci_low", "ci_high", "p_adjusted", "verdict", "reason",
+                         "seeds_needed"}  # fmt: skip
+    assert part["n"] == 8 and part["ci_low"] > 0 and part["p_adjusted"] <= 0.05
+    assert not list(out.glob("*/report.json"))  # --out - writes nothing
