@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "worker",
     "status",
     "retry",
+    "import",
     "report",
     "demo",
     "bench",
@@ -25,6 +26,9 @@ COMMAND_MODULES = [
     "tune",
     "db",
 ]
+
+
+MODULE_OF = {"import": "importing"}  # `import` is a Python keyword
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"harness {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        module = importlib.import_module(f"harness.commands.{name}")
+        module = importlib.import_module(f"harness.commands.{MODULE_OF.get(name, name)}")
         module.register(subparsers)
     return parser
 

@@ -84,7 +84,8 @@ class Result(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), unique=True, nullable=False)
-    top1: Mapped[float] = mapped_column(Float, nullable=False)
+    # NULL only for imported runs (harness import) that lack the value; migration 0003.
+    top1: Mapped[float | None] = mapped_column(Float)
     top3: Mapped[float | None] = mapped_column(Float)
     top5: Mapped[float | None] = mapped_column(Float)
     precision_macro: Mapped[float | None] = mapped_column(Float)
@@ -97,13 +98,13 @@ class Result(Base):
     nll: Mapped[float | None] = mapped_column(Float)
     gen_gap_best: Mapped[float | None] = mapped_column(Float)  # train acc - val acc, best epoch
     gen_gap_last: Mapped[float | None] = mapped_column(Float)  # same, last epoch run
-    best_epoch: Mapped[int] = mapped_column(Integer, nullable=False)  # 1-based
-    epochs_run: Mapped[int] = mapped_column(Integer, nullable=False)
-    evaluated_epoch: Mapped[int] = mapped_column(Integer, nullable=False)  # weights tested
+    best_epoch: Mapped[int | None] = mapped_column(Integer)  # 1-based
+    epochs_run: Mapped[int | None] = mapped_column(Integer)
+    evaluated_epoch: Mapped[int | None] = mapped_column(Integer)  # weights tested
     epoch_seconds: Mapped[float | None] = mapped_column(Float)  # mean train + validation pass
     train_seconds: Mapped[float | None] = mapped_column(Float)  # mean training pass
     eval_seconds: Mapped[float | None] = mapped_column(Float)  # mean validation pass
-    params: Mapped[int] = mapped_column(Integer, nullable=False)
+    params: Mapped[int | None] = mapped_column(Integer)
     slots: Mapped[int] = mapped_column(Integer, nullable=False, default=1)  # jobs sharing device
     device: Mapped[str | None] = mapped_column(String(200))
     provenance: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)

@@ -99,7 +99,7 @@ def _fill_like_the_old_harness(engine) -> None:
 def test_pre_migration_database_is_upgraded_and_stays_readable(new_db, capsys):
     url = new_db("old")
     assert _cli(capsys, "db", "upgrade", "--db", url, "--revision", "0001")[0] == 0
-    with pytest.raises(HarnessError, match="revision 0001; this harness needs 0002"):
+    with pytest.raises(HarnessError, match="revision 0001; this harness needs 0003"):
         make_engine(url)  # stamped 0001: behind, refused
     engine = make_engine(url, create=False)
     with engine.begin() as conn:
@@ -180,7 +180,7 @@ def _drift(url: str) -> list:
 
 def test_migrations_match_the_models(new_db, capsys):
     upgraded, fresh = new_db("upgraded"), new_db("fresh")
-    assert _cli(capsys, "db", "upgrade", "--db", upgraded)[0] == 0  # 0001 then 0002
+    assert _cli(capsys, "db", "upgrade", "--db", upgraded)[0] == 0  # 0001, 0002, 0003
     # Not empty: harness/db.py changed without a migration in harness/migrations/versions.
     assert _drift(upgraded) == []
     for bad, why in (("0001", "does not downgrade"), ("nope", "unknown schema revision")):
@@ -189,9 +189,13 @@ def test_migrations_match_the_models(new_db, capsys):
     make_engine(fresh)  # create_all + stamp, what a new database gets
     assert _schema(fresh) == _schema(upgraded)
     fresh_engine = make_engine(fresh, create=False)
-    with fresh_engine.begin() as conn:  # written by 637a869: the head schema, no version table
+    with fresh_engine.begin() as conn:  # as 637a869 wrote it: no version table
         conn.execute(text(f"DROP TABLE {VERSION_TABLE}"))
-    make_engine(fresh).dispose()  # recognised as head by its columns and stamped
+    # Recognised as 0002 by its columns (the newest schema before migrations), so it is
+    # upgraded like any 0002 database.
+    with pytest.raises(HarnessError, match="revision 0002"):
+        make_engine(fresh)
+    assert _cli(capsys, "db", "upgrade", "--db", fresh)[0] == 0
     assert _rows(fresh_engine, VERSION_TABLE) == [{"version_num": HEAD}]
     fresh_engine.dispose()
     assert _cli(capsys, "db", "current", "--db", fresh)[0] == 0

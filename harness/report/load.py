@@ -146,6 +146,8 @@ def results_from_rows(
         rec["extra"] = dict(row.get("extra") or {})
         rec["f1"] = rec["f1_macro"]  # Table 4's F1 is the macro F1 (Section 4.3.1)
         at_best = rec["evaluated_epoch"] is not None and rec["evaluated_epoch"] == rec["best_epoch"]
+        if rec["evaluated_epoch"] is None and rec["gen_gap_best"] is not None:
+            at_best = True  # an imported run that gives only the best epoch's gap
         rec["gen_gap"] = rec["gen_gap_best"] if at_best else rec["gen_gap_last"]
         modes = gradients.get(int(rec["job_id"]), {}) if rec["job_id"] is not None else {}
         rec.update(

@@ -1,0 +1,31 @@
+"""`harness import FILE.csv`: per-seed results run elsewhere, audited like the harness's own."""
+
+from __future__ import annotations
+
+import argparse
+
+from harness.commands._common import add_db_option, db_url
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "import",
+        help="load per-seed results from a CSV (MLflow, W&B, a spreadsheet) as finished runs",
+        description="One row per run: model,dataset,seed plus metric columns named as in the "
+        "database (top1, f1_macro, ece, ...; accuracies as fractions), optional split_seed and "
+        "protocol. All rows or none are imported; see docs/IMPORT.md.",
+    )
+    parser.add_argument("file", metavar="FILE.csv", help="the CSV file")
+    add_db_option(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.db import make_engine, mask_url
+    from harness.importing import import_runs
+
+    url = db_url(args)
+    new, same, digest = import_runs(make_engine(url), args.file)
+    print(f"imported {new} new run(s), {same} already imported, from {args.file} "
+          f"(sha256 {digest[:12]}) into {mask_url(url)}")  # fmt: skip
+    return 0
