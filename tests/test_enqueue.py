@@ -186,7 +186,7 @@ def test_bad_arguments(capsys, sqlite_url, argv, message):
 def test_job_count_matches_database(capsys, sqlite_url):
     _enqueue(capsys, "--grid", "demo", "--db", sqlite_url)
     with Session(make_engine(sqlite_url)) as session:
-        assert session.scalar(select(func.count()).select_from(Job)) == 18
+        assert session.scalar(select(func.count()).select_from(Job)) == 16
 
 
 def test_vary_split_makes_the_split_seed_follow_the_run_seed(capsys, sqlite_url):
