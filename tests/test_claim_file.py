@@ -150,3 +150,122 @@ def test_user_claims_about_any_models_are_audited_html_and_json(tmp_path, capsys
                          "seeds_needed"}  # fmt: skip
     assert part["n"] == 8 and part["ci_low"] > 0 and part["p_adjusted"] <= 0.05
     assert not list(out.glob("*/report.json"))  # --out - writes nothing
+
+
+# ---------------------------------------------------------------- combinations of fields
+# (change, fields to drop, start of the expected line). Each row is one mistake a user makes.
+LEVEL = {"model": "resnet18", "value": 0.9, "unit": "abs"}
+BAD_COMBINATIONS = [
+    ({"id": 7}, (), "claim #1: id must be a string (got 7); quote it"),
+    ({}, ("kind",), "claim U1: missing field 'kind'; kinds: point, range"),
+    ({"datasets": "digits"}, ("dataset",), "claim U1: datasets must be a list of names"),
+    ({"datasets": ["digits"]}, (), "claim U1: give 'dataset' (one) or 'datasets'"),
+    ({"kind": "directional"}, (), "claim U1: a directional claim states no size"),
+    ({"kind": "range", "low": 1, "high": 3}, (), "claim U1: give 'value' (a point) or 'low'"),
+    ({"value": 4.65, "unit": "abs"}, (), "claim U1: value 4.65 is out of range: top1 is stored "
+                                         "as a fraction (0-1); did you mean unit: pp"),
+    ({"metric": "ece", "unit": "rel", "direction": "lower", "value": 1.2}, (),
+     "claim U1: value 1.2 with unit 'rel' is a -120% change"),
+    ({"metric": "grad_norm_avg", "kind": "directional"}, ("value", "unit"),
+     "claim U1: metric 'grad_norm_avg' has no better direction"),
+    ({"metric": "grad_norm_avg", "unit": "rel", "candidate": "best_gradattn_variant"}, (),
+     "claim U1: candidate 'best_gradattn_variant' picks the best mean"),
+    ({"metric": "epoch_seconds", "unit": "abs", "value": 0.5}, (),
+     "claim U1: metric 'epoch_seconds' has no smallest effect of interest"),
+    ({**LEVEL, "kind": "range", "low": 0.8, "high": 0.9}, ("baseline", "candidate", "value"),
+     "claim U1: kind 'range': a level claim ('model') is kind point or every"),
+    (LEVEL, (), "claim U1: 'baseline' can't be used with 'model'"),
+    ({**LEVEL, "unit": "pp"}, ("baseline", "candidate"), "claim U1: unit 'pp': a level claim"),
+    ({**LEVEL, "value": 90}, ("baseline", "candidate"), "claim U1: value 90 is out of range: "
+                                                        "top1 is stored as a fraction (0-1); write 0.9"),
+    ({"metric": "params", "value": 0.143, "unit": "abs"}, ("dataset",),
+     "claim U1: unit 'abs': a params claim states the relative increase"),
+    ({"kind": "count", "datasets": ["digits"], "at_least": 3}, ("dataset", "value", "unit"),
+     "claim U1: at_least 3 is more than the 1 dataset(s)"),
+    ({"kind": "count", "datasets": ["digits"], "at_least": True}, ("dataset", "value", "unit"),
+     "claim U1: a count claim needs 'at_least' (a whole number >= 1)"),
+    ({"kind": "every", "pairs": [{"dataset": "digits", "baseline": "resnet18",
+                                  "candidate": "vit_small", "vaule": 1.0}]},
+     ("dataset", "baseline", "candidate"),
+     "claim U1 pair 1: unknown field 'vaule' (did you mean 'value'?)"),
+    ({"kind": "every", "pairs": [{"dataset": "digits", "baseline": ["resnet18"],
+                                  "candidate": "vit_small"}]},
+     ("dataset", "baseline", "candidate"), "claim U1 pair 1: baseline must be one model name"),
+    ({"pairs": [{"dataset": "digits", "baseline": "resnet18", "candidate": "vit_small"}]},
+     ("baseline", "candidate"), "claim U1: 'dataset' conflicts with 'pairs'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("change", "drop", "expected"), BAD_COMBINATIONS)
+def test_each_bad_combination_gets_a_line_naming_claim_and_field(tmp_path, change, drop, expected):
+    claim = {k: v for k, v in {**GOOD, **change}.items() if k not in drop}
+    path = _write(tmp_path, [claim])
+    with pytest.raises(HarnessError) as err:
+        load_claims_file(path, RESULTS)
+    first, *lines = str(err.value).splitlines()
+    assert first == f"{len(lines)} mistake(s) in claims file {path}:"
+    assert any(line.startswith(expected) for line in lines), lines
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"kind": "range", "low": 3.0, "high": -1.0},  # reversed bounds are read as [-1, 3]
+     {"metric": "grad_norm_avg", "unit": "rel", "value": 0.2},  # no direction, but a size
+     {"metric": "ece", "unit": "rel", "direction": "lower", "value": 0.35},
+     {"id": "U9", "text": "quoted id, default unit"}],
+)  # fmt: skip
+def test_valid_variations_pass(tmp_path, change):
+    claim = {**GOOD, **change}
+    if "low" in change:
+        claim.pop("value")
+    claims, _ = load_claims_file(_write(tmp_path, [claim]), RESULTS)
+    assert claims[0]["id"] == claim["id"]
+
+
+def _rope_db(tmp_path) -> str:
+    url = f"sqlite:///{tmp_path / 'rope.db'}"
+    runs = grid_runs({("digits", "resnet18"): 0.90, ("digits", "gradattn_rope"): 0.92},
+                     seeds=range(4), sd=0.004)  # fmt: skip
+    fill_synthetic(make_engine(url), runs)
+    return url
+
+
+def test_report_html_names_the_users_claims_and_their_file(tmp_path, capsys):
+    """Structure only: the verdicts themselves belong to harness.report.verdicts."""
+    url = _rope_db(tmp_path)
+    claims = [{"id": "R1", "text": "RoPE gains 2 pp", "kind": "point", "metric": "top1",
+               "dataset": "digits", "baseline": "resnet18", "candidate": "gradattn_rope",
+               "value": 2.0, "unit": "pp"},
+              {"id": "R2", "text": "RoPE is better", "kind": "directional", "metric": "top1",
+               "dataset": "digits", "baseline": "resnet18", "candidate": "gradattn_rope"}]  # fmt: skip
+    path = _write(tmp_path, claims)
+    out = tmp_path / "reports"
+    args = ["report", "--db", url, "--out", str(out), "--claims", str(path), "--name", "r"]
+    assert main(args) == 0
+    page = (out / "r" / "index.html").read_text(encoding="utf-8")
+    assert "R1" in page and "R2" in page and "RoPE gains 2 pp" in page
+    assert f"{path} (sha256 " in page
+    assert "C19" not in page  # the paper's claims are replaced, not added to
+
+
+def test_a_missing_claims_file_fails_before_any_report_is_written(tmp_path, capsys):
+    url = _rope_db(tmp_path)
+    out = tmp_path / "reports"
+    code = main(["report", "--db", url, "--out", str(out), "--claims", str(tmp_path / "x.yaml")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1 and err[0].startswith("harness: error: claims file")
+    assert not out.exists() or not any(out.iterdir())  # not even the staging directory
+
+
+
+def test_any_two_models_can_be_compared(tmp_path):
+    url = f"sqlite:///{tmp_path / 'any.db'}"
+    fill_synthetic(make_engine(url), grid_runs({("digits", "mlp_a"): 0.8,
+                                                ("digits", "mlp_b"): 0.82}, seeds=range(4)))
+    claim = {**GOOD, "baseline": "mlp_a", "candidate": "mlp_b"}
+    out = tmp_path / "reports"
+    args = ["report", "--db", url, "--out", str(out), "--claims", str(_write(tmp_path, [claim])),
+            "--name", "a"]  # fmt: skip
+    assert main(args) == 0
+    page = (out / "a" / "index.html").read_text(encoding="utf-8")
+    assert "U1" in page and "could not be evaluated" not in page
