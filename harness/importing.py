@@ -1,11 +1,13 @@
 """`harness import FILE.csv`: per-seed results from another tool, stored as finished runs.
 
-One CSV row per run: `model,dataset,seed`, optional `split_seed` (default 42, the harness's own
-split seed, so imported runs pair with each other by seed) and `protocol` (default paper), and
+One CSV row per run: `model,dataset,seed`, optional `split_seed` (default 42, PAPER_SEED: the
+split seed every harness grid uses unless told otherwise) and `protocol` (default paper), and
 metric columns named as the database's result columns, in its units (accuracies as
 fractions). Every row is checked first; a single bad row refuses the whole file (row numbers
-count the header as row 1). Rows are written in one transaction, with the file's sha256 as
-provenance; importing the same runs again adds nothing.
+count the header as row 1; a row repeated with identical values is kept once). Rows are
+written in one transaction, with the file's sha256 as provenance; a run's job key depends only
+on (protocol, model, dataset, seed, split_seed), so importing the same runs again adds nothing
+and other values for an imported run are refused. docs/IMPORT.md has the format and errors.
 """
 
 from __future__ import annotations
@@ -21,16 +23,18 @@ from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from harness import __version__
 from harness.config import PROTOCOLS
 from harness.db import Job, Result
 from harness.errors import HarnessError
+from harness.grids import PAPER_SEED
 
 REQUIRED = ("model", "dataset", "seed")
 OPTIONAL = ("split_seed", "protocol")
-DEFAULT_SPLIT_SEED = 42
+DEFAULT_SPLIT_SEED = PAPER_SEED  # what harness grids use (grids.Grid.split_seed)
 _NOT_METRICS = ("id", "job_id", "slots", "device", "provenance", "extra", "created_at")
 METRICS = tuple(c.name for c in Result.__table__.columns if c.name not in _NOT_METRICS)
 INTEGER_METRICS = ("best_epoch", "epochs_run", "evaluated_epoch", "params")
@@ -38,13 +42,18 @@ INTEGER_METRICS = ("best_epoch", "epochs_run", "evaluated_epoch", "params")
 FRACTIONS = ("top1", "top3", "top5", "precision_macro", "recall_macro", "f1_macro",
              "precision_weighted", "recall_weighted", "f1_weighted", "ece")  # fmt: skip
 GAPS = ("gen_gap_best", "gen_gap_last")
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+NON_NEGATIVE = ("nll", "epoch_seconds", "train_seconds", "eval_seconds")
+MAX_INTEGER = 2**31 - 1  # INTEGER on PostgreSQL
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # fits Job.model / Job.dataset
 MAX_ERRORS = 5
+_CHUNK = 500  # keys per IN (...) query, as harness.queue does
 
 
 @dataclass(frozen=True)
 class ImportedRun:
-    row: int
+    """One checked CSV row: the run's identity and the metric values it gives."""
+
+    row: int  # as a spreadsheet numbers it: the header is row 1
     model: str
     dataset: str
     seed: int
@@ -62,22 +71,49 @@ class ImportedRun:
         blob = "import|" + "|".join(map(str, self.ident))
         return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
+    def describe(self) -> str:
+        split = "" if self.split_seed == DEFAULT_SPLIT_SEED else f", split_seed {self.split_seed}"
+        protocol = "" if self.protocol == "paper" else f", {self.protocol}"
+        return f"{self.model}, {self.dataset}, seed {self.seed}{split}{protocol}"
+
 
 def _integer(text: str, what: str) -> int:
+    """A whole number >= 0 that fits the database's INTEGER ("42.0", as pandas writes, is 42)."""
     try:
-        value = int(text)
-    except ValueError:
+        number = float(text)
+        value = int(number)
+    except (ValueError, OverflowError):
         raise ValueError(f"{what} {text!r} is not a whole number") from None
+    if number != value:
+        raise ValueError(f"{what} {text!r} is not a whole number")
     if value < 0:
         raise ValueError(f"{what} {value} is negative; seeds and counts are >= 0")
+    if value > MAX_INTEGER:
+        raise ValueError(f"{what} {value} is too large for the database (at most {MAX_INTEGER})")
     return value
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _metric(name: str, text: str) -> float | int:
+    if name in INTEGER_METRICS:
+        value = _integer(text, name)
+        if value == 0 and name != "params":
+            raise ValueError(f"{name} is 0; epochs are counted from 1")
+        return value
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"{name} {text!r} is not a number") from None
+        hint = ""
+        if text.endswith("%") and _is_number(text[:-1]):
+            hint = f"; give it as a fraction ({float(text[:-1]) / 100:g}, not {text})"
+        raise ValueError(f"{name} {text!r} is not a number{hint}") from None
     if not math.isfinite(value):
         raise ValueError(f"{name} is {text}: give a finite number or leave the cell empty")
     if name in FRACTIONS and not 0 <= value <= 1:
@@ -85,18 +121,21 @@ def _metric(name: str, text: str) -> float | int:
         raise ValueError(f"{name} {value:g} is outside [0, 1] (fractions){hint}")
     if name in GAPS and not -1 <= value <= 1:
         raise ValueError(f"{name} {value:g} is outside [-1, 1] (a difference of fractions)")
-    if name in INTEGER_METRICS:
-        if value != int(value):
-            raise ValueError(f"{name} {text!r} is not a whole number")
-        return _integer(str(int(value)), name)
+    if name in NON_NEGATIVE and value < 0:
+        raise ValueError(f"{name} {value:g} is negative; give seconds / a loss >= 0")
     return value
 
 
 def _parse_row(number: int, row: dict[str, str], metrics: list[str]) -> ImportedRun:
     model, dataset = (row.get("model") or "").strip(), (row.get("dataset") or "").strip()
     for what, name in (("model", model), ("dataset", dataset)):
+        if not name:
+            raise ValueError(f"{what} is empty; give the {what}'s name")
         if not NAME.fullmatch(name):
-            raise ValueError(f"{what} {name!r} is empty or not a name (letters, digits, _ . + -)")
+            raise ValueError(
+                f"{what} {name!r} is not a name: use letters, digits, _ . - (at most 64, "
+                "starting with a letter or digit)"
+            )
     seed_text = (row.get("seed") or "").strip()
     if not seed_text:
         raise ValueError("seed is missing")
@@ -112,36 +151,93 @@ def _parse_row(number: int, row: dict[str, str], metrics: list[str]) -> Imported
     return ImportedRun(number, model, dataset, seed, split, protocol, values)
 
 
-def parse_csv(path: Path) -> tuple[list[ImportedRun], str]:
-    """Every row of the file, checked; HarnessError listing the first mistakes otherwise."""
+def _read_text(path: Path) -> tuple[str, str]:
+    """The file's text and the sha256 of its bytes."""
     try:
         raw = path.read_bytes()
-        text = raw.decode("utf-8-sig")
     except FileNotFoundError:
         raise HarnessError(f"no file {path}; give the path of a CSV file") from None
-    except UnicodeDecodeError:
-        raise HarnessError(f"{path} is not UTF-8 text; export the CSV as UTF-8") from None
-    digest = hashlib.sha256(raw).hexdigest()
-    reader = csv.DictReader(io.StringIO(text))
-    header = [h.strip() for h in (reader.fieldnames or [])]
+    except IsADirectoryError:
+        raise HarnessError(f"{path} is a directory; give the path of a CSV file") from None
+    except OSError as exc:
+        raise HarnessError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8-sig")  # a spreadsheet's byte-order mark is not a column name
+    except UnicodeDecodeError as exc:
+        raise HarnessError(
+            f"{path} is not UTF-8 text (byte {exc.start}); export the CSV as UTF-8"
+        ) from None
+    return text, hashlib.sha256(raw).hexdigest()
+
+
+def _check_header(path: Path, header: list[str]) -> list[str]:
+    """The metric columns of a valid header; HarnessError naming what is wrong otherwise."""
     if not header:
-        raise HarnessError(f"{path} is empty; the first row must name the columns "
-                           f"({', '.join(REQUIRED)} and metrics such as top1)")  # fmt: skip
-    reader.fieldnames = header
+        raise HarnessError(
+            f"{path} is empty; its first row must name the columns ({', '.join(REQUIRED)} "
+            "and metrics such as top1)"
+        )
+    valid = f"columns: {', '.join(REQUIRED)}, optional {', '.join(OPTIONAL)}, metrics " + (
+        ", ".join(METRICS)
+    )
+    blank = [str(i) for i, name in enumerate(header, start=1) if not name]
+    if blank:
+        raise HarnessError(f"{path}: column {', '.join(blank)} of the header has no name; "
+                           "delete the empty column or name it")  # fmt: skip
+    twice = sorted({name for name in header if header.count(name) > 1})
+    if twice:
+        raise HarnessError(f"{path}: column(s) {', '.join(twice)} appear twice; keep one")
     missing = [c for c in REQUIRED if c not in header]
     unknown = [c for c in header if c not in (*REQUIRED, *OPTIONAL, *METRICS)]
     if missing or unknown:
         what = [f"missing column(s) {', '.join(missing)}"] if missing else []
         what += [f"unknown column(s) {', '.join(unknown)}"] if unknown else []
-        raise HarnessError(f"{path}: {'; '.join(what)}; columns: {', '.join(REQUIRED)}, "
-                           f"optional {', '.join(OPTIONAL)}, metrics {', '.join(METRICS)}")
+        raise HarnessError(f"{path}: {'; '.join(what)}; {valid}")
     metrics = [c for c in header if c in METRICS]
     if not metrics:
         raise HarnessError(f"{path} has no metric column; add one of {', '.join(METRICS)}")
-    runs, errors, first = [], [], {}
-    for number, row in enumerate(reader, start=2):
+    return metrics
+
+
+def _refuse(path: Path, errors: list[str]) -> HarnessError:
+    """One line for one bad row; a count and the first MAX_ERRORS, one per line, for more."""
+    if len(errors) == 1:
+        return HarnessError(f"{path}: {errors[0]}; nothing imported")
+    more = f", first {MAX_ERRORS} shown" if len(errors) > MAX_ERRORS else ""
+    return HarnessError(f"{path}: {len(errors)} bad rows, nothing imported{more}:\n  "
+                        + "\n  ".join(errors[:MAX_ERRORS]))  # fmt: skip
+
+
+def parse_csv(path: Path) -> tuple[list[ImportedRun], str]:
+    """Every row of the file, checked, and its sha256; HarnessError naming the mistakes.
+
+    Rows are numbered as a spreadsheet shows them (header = row 1; the line a row ends on).
+    A row repeated with identical values is kept once; repeated with other values, refused.
+    """
+    text, digest = _read_text(path)
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = [h.strip() for h in (reader.fieldnames or [])]
+    except csv.Error as exc:
+        raise HarnessError(f"{path}: row 1 is not CSV ({exc}); fix the header") from None
+    metrics = _check_header(path, header)
+    reader.fieldnames = header
+    runs: list[ImportedRun] = []
+    errors: list[str] = []
+    first: dict[tuple[str, str, str, int, int], ImportedRun] = {}
+    while True:
+        starts = reader.line_num + 1  # blank lines before a row are skipped, not counted here
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            errors.append(f"row {starts}: not CSV ({exc}); fix the quotes from here on")
+            break  # the reader cannot resynchronise after a broken quote
+        number = reader.line_num
         if None in row:
-            errors.append(f"row {number}: more cells than columns")
+            errors.append(f"row {number}: more cells than the header's {len(header)} columns; "
+                          "delete the extra cells or name their column")  # fmt: skip
             continue
         try:
             run = _parse_row(number, row, metrics)
@@ -153,45 +249,113 @@ def parse_csv(path: Path) -> tuple[list[ImportedRun], str]:
             first[run.ident] = run
             runs.append(run)
         elif earlier.metrics != run.metrics:
-            errors.append(f"row {number}: repeats row {earlier.row} ({run.model}, {run.dataset}, "
-                          f"seed {run.seed}) with different values; keep one")  # fmt: skip
+            errors.append(f"row {number}: repeats row {earlier.row} ({run.describe()}) with "
+                          "different values; keep one of the two rows")  # fmt: skip
     if errors:
-        more = f" (+{len(errors) - MAX_ERRORS} more)" if len(errors) > MAX_ERRORS else ""
-        raise HarnessError(f"{path}: {len(errors)} bad row(s), nothing imported{more}:\n"
-                           + "\n".join(errors[:MAX_ERRORS]))  # fmt: skip
+        raise _refuse(path, errors)
     if not runs:
-        raise HarnessError(f"{path} has a header but no rows")
+        raise HarnessError(f"{path} has a header but no rows; add one row per run")
     return runs, digest
 
 
-def import_runs(engine: Engine, path: str | Path) -> tuple[int, int, str]:
-    """Write the file's runs (all or none): (new, already imported, sha256)."""
+def _differs(run: ImportedRun, result: Result | None) -> str | None:
+    """Where the stored run's values differ from the row's (None when they agree)."""
+    for name, value in run.metrics.items():
+        stored = getattr(result, name) if result is not None else None
+        if stored != value:
+            return f"{name} {value!r} here, {stored!r} in the database"
+    return None
+
+
+def _clash(run: ImportedRun, imported: Job | None, other: Job | None) -> str | None:
+    """Why the database refuses the run (None: new, or imported before with these values)."""
+    if other is not None:
+        return (f"is already in the database as a harness job (grid {other.grid}, "
+                f"{other.status}); import into another --db or rename the model")  # fmt: skip
+    if imported is not None and (why := _differs(run, imported.result)) is not None:
+        return (f"is already imported with other values ({why}); fix the row or import into "
+                "another --db")  # fmt: skip
+    return None
+
+
+def _existing(session: Session, runs: list[ImportedRun]) -> tuple[dict, dict]:
+    """Imported jobs with these runs' keys, and other jobs of the same runs, by key / ident."""
+    by_key: dict[str, Job] = {}
+    keys = [run.key for run in runs]
+    for start in range(0, len(keys), _CHUNK):
+        chunk = keys[start : start + _CHUNK]
+        by_key.update(
+            (job.key, job) for job in session.scalars(select(Job).where(Job.key.in_(chunk)))
+        )
+    others: dict[tuple[str, str, str, int, int], Job] = {}
+    pairs = sorted({(run.model, run.dataset) for run in runs})
+    for model, dataset in pairs:
+        stmt = select(Job).where(Job.model == model, Job.dataset == dataset)
+        for job in session.scalars(stmt):
+            if job.key not in by_key and not (job.config or {}).get("imported"):
+                others.setdefault(
+                    (job.protocol, job.model, job.dataset, job.seed, job.split_seed), job
+                )
+    return by_key, others
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    """What `import_runs` did: runs in the file, how many were new, the file's sha256."""
+
+    runs: list[ImportedRun]
+    new: int
+    digest: str
+
+    @property
+    def already(self) -> int:
+        return len(self.runs) - self.new
+
+    def shape(self) -> str:
+        """'3 models x 1 dataset x 8 seeds' (distinct values in the file)."""
+        counts = [
+            (len({getattr(r, f) for r in self.runs}), f) for f in ("model", "dataset", "seed")
+        ]
+        return " x ".join(f"{n} {what}{'s' if n != 1 else ''}" for n, what in counts)
+
+
+def import_runs(engine: Engine, path: str | Path) -> ImportSummary:
+    """Check every row, then write the new runs in one transaction (all or none)."""
     path = Path(path)
     runs, digest = parse_csv(path)
     now = datetime.now(timezone.utc).replace(tzinfo=None)
-    with Session(engine) as session, session.begin():
-        keys = [r.key for r in runs]
-        existing = {job.key: job for job in session.scalars(select(Job).where(Job.key.in_(keys)))}
-        new, same = [], 0
-        for run in runs:
-            job = existing.get(run.key)
-            if job is None:
-                new.append(run)
-                continue
-            stored = {m: getattr(job.result, m) for m in run.metrics} if job.result else {}
-            if stored != run.metrics:
-                raise HarnessError(f"{path}: row {run.row}: {run.model}, {run.dataset}, seed "
-                                   f"{run.seed} is already imported with other values "
-                                   f"({stored}); nothing imported")  # fmt: skip
-            same += 1
-        for run in new:
-            job = Job(key=run.key, grid=f"import:{path.stem}"[:200], model=run.model,
-                      dataset=run.dataset, seed=run.seed, split_seed=run.split_seed,
-                      protocol=run.protocol, harness_version=__version__, status="done",
-                      config={"imported": True, "file": path.name, "sha256": digest},
-                      created_at=now, finished_at=now)  # fmt: skip
-            job.result = Result(**run.metrics, slots=1, extra={}, provenance={
-                "source": "import", "file": path.name, "sha256": digest, "row": run.row,
-                "imported_at": now.isoformat(timespec="seconds") + "Z"})  # fmt: skip
-            session.add(job)
-    return len(new), same, digest
+    try:
+        with Session(engine) as session, session.begin():
+            by_key, others = _existing(session, runs)
+            errors: list[str] = []
+            new: list[ImportedRun] = []
+            for run in runs:
+                clash = _clash(run, by_key.get(run.key), others.get(run.ident))
+                if clash:
+                    errors.append(f"row {run.row}: {run.describe()} {clash}")
+                elif run.key not in by_key:
+                    new.append(run)
+            if errors:
+                raise _refuse(path, errors)
+            for run in new:
+                session.add(_job(run, path, digest, now))
+    except IntegrityError:
+        # Another `harness import` of the same runs committed between our check and our write.
+        raise HarnessError(
+            f"{path}: another process imported some of these runs meanwhile; nothing imported "
+            "from this file: run the import again"
+        ) from None
+    return ImportSummary(runs, len(new), digest)
+
+
+def _job(run: ImportedRun, path: Path, digest: str, now: datetime) -> Job:
+    """The done Job and its Result for one imported run."""
+    job = Job(key=run.key, grid=f"import:{path.stem}"[:200], model=run.model,
+              dataset=run.dataset, seed=run.seed, split_seed=run.split_seed,
+              protocol=run.protocol, harness_version=__version__, status="done", attempts=0,
+              max_attempts=0, config={"imported": True, "file": path.name, "sha256": digest},
+              created_at=now, started_at=None, finished_at=now)  # fmt: skip
+    job.result = Result(**run.metrics, slots=1, extra={}, provenance={
+        "source": "import", "file": path.name, "sha256": digest, "row": run.row,
+        "imported_at": now.isoformat(timespec="seconds") + "Z"})  # fmt: skip
+    return job

@@ -25,7 +25,10 @@ def run(args: argparse.Namespace) -> int:
     from harness.importing import import_runs
 
     url = db_url(args)
-    new, same, digest = import_runs(make_engine(url), args.file)
-    print(f"imported {new} new run(s), {same} already imported, from {args.file} "
-          f"(sha256 {digest[:12]}) into {mask_url(url)}")  # fmt: skip
+    done = import_runs(make_engine(url), args.file)
+    runs = f"{len(done.runs)} run{'' if len(done.runs) == 1 else 's'}"
+    print(
+        f"imported {runs} ({done.shape()}; {done.new} new, {done.already} already imported) "
+        f"from {args.file} (sha256 {done.digest[:12]}) into {mask_url(url)}"
+    )
     return 0

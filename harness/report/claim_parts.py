@@ -302,7 +302,7 @@ def level_parts(ctx: Context, claim: dict[str, Any]) -> list[dict[str, Any]]:
 def params_parts(ctx: Context, claim: dict[str, Any]) -> list[dict[str, Any]]:
     """Parameter counts are deterministic: compare the relative increase exactly, no test."""
     stated = float(claim["value"])
-    low, high = stated * (1 - PARAMS_TOLERANCE), stated * (1 + PARAMS_TOLERANCE)
+    low, high = sorted((stated * (1 - PARAMS_TOLERANCE), stated * (1 + PARAMS_TOLERANCE)))
     baseline = claim["baseline"]
     datasets = sorted(ctx.df.loc[ctx.df["model"] == baseline, "dataset"].unique()) if ctx.has(
         "params") else []  # fmt: skip
