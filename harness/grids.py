@@ -119,8 +119,12 @@ def paper_grid() -> Grid:
     return Grid("paper", tuple(cells), (PAPER_SEED,))
 
 
-def demo_grid(max_epochs: int = DEMO_MAX_EPOCHS, seeds: Sequence[int] = DEMO_SEEDS) -> Grid:
-    cells = tuple((m, "digits") for m in DEMO_MODELS)
+def demo_grid(
+    max_epochs: int = DEMO_MAX_EPOCHS,
+    seeds: Sequence[int] = DEMO_SEEDS,
+    models: Sequence[str] = DEMO_MODELS,
+) -> Grid:
+    cells = tuple((m, "digits") for m in models)
     overrides = {**DEMO_OVERRIDES, "max_epochs": max_epochs}
     return Grid("demo", cells, tuple(seeds), overrides=overrides)
 
@@ -240,7 +244,8 @@ def resolve_grid(
     if grid == "paper":
         base = paper_grid()
     elif grid == "demo":
-        base = demo_grid()
+        # Two models by default; --models picks any of the six on digits (e.g. for tuning).
+        base = demo_grid(models=MAIN_MODELS + ATTENTION_BASELINES if models else DEMO_MODELS)
     else:
         path = Path(grid)
         if not path.exists():

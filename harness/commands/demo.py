@@ -87,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--models",
         nargs="+",
         metavar="MODEL",
-        help="only these models of the demo grid (a quicker audit)",
+        help="these models on digits instead of the default two (any of the six)",
     )
     parser.set_defaults(func=run)
 
