@@ -13,11 +13,12 @@ and other values for an imported run are refused. docs/IMPORT.md has the format 
 from __future__ import annotations
 
 import csv
+import difflib
 import hashlib
 import io
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -46,6 +47,7 @@ NON_NEGATIVE = ("nll", "epoch_seconds", "train_seconds", "eval_seconds")
 MAX_INTEGER = 2**31 - 1  # INTEGER on PostgreSQL
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # fits Job.model / Job.dataset
 MAX_ERRORS = 5
+IGNORED = "ignored:"  # prefix of a column --ignore leaves out (":" is in no DB name)
 _CHUNK = 500  # keys per IN (...) query, as harness.queue does
 
 
@@ -170,6 +172,11 @@ def _read_text(path: Path) -> tuple[str, str]:
     return text, hashlib.sha256(raw).hexdigest()
 
 
+def _with_close_match(name: str) -> str:
+    match = difflib.get_close_matches(name, [*REQUIRED, *OPTIONAL, *METRICS], n=1)
+    return f"{name} (did you mean {match[0]}?)" if match else name
+
+
 def _check_header(path: Path, header: list[str]) -> list[str]:
     """The metric columns of a valid header; HarnessError naming what is wrong otherwise."""
     if not header:
@@ -191,8 +198,9 @@ def _check_header(path: Path, header: list[str]) -> list[str]:
     unknown = [c for c in header if c not in (*REQUIRED, *OPTIONAL, *METRICS)]
     if missing or unknown:
         what = [f"missing column(s) {', '.join(missing)}"] if missing else []
-        what += [f"unknown column(s) {', '.join(unknown)}"] if unknown else []
-        raise HarnessError(f"{path}: {'; '.join(what)}; {valid}")
+        what += [f"unknown column(s) {', '.join(map(_with_close_match, unknown))}"] if unknown else []
+        hint = "; map a column with --rename OLD=NEW or leave it out with --ignore" if unknown else ""
+        raise HarnessError(f"{path}: {'; '.join(what)}{hint}; {valid}")
     metrics = [c for c in header if c in METRICS]
     if not metrics:
         raise HarnessError(f"{path} has no metric column; add one of {', '.join(METRICS)}")
@@ -208,7 +216,31 @@ def _refuse(path: Path, errors: list[str]) -> HarnessError:
                         + "\n  ".join(errors[:MAX_ERRORS]))  # fmt: skip
 
 
-def parse_csv(path: Path) -> tuple[list[ImportedRun], str]:
+@dataclass(frozen=True)
+class ColumnMap:
+    """How another tool's header maps onto ours: renamed columns and columns left out."""
+
+    rename: dict[str, str] = field(default_factory=dict)  # the file's name -> the DB's name
+    ignore: tuple[str, ...] = ()
+
+    def apply(self, path: Path, header: list[str]) -> list[str]:
+        """The header as the database names it; ignored columns get a name no check reads."""
+        absent = [c for c in (*self.rename, *self.ignore) if c not in header]
+        if absent:
+            raise HarnessError(f"{path}: --rename/--ignore name column(s) {', '.join(absent)} "
+                               f"that the file lacks; its columns: {', '.join(header)}")  # fmt: skip
+        both = sorted(set(self.rename) & set(self.ignore))
+        if both:
+            raise HarnessError(f"column(s) {', '.join(both)} both renamed and ignored; pick one")
+        taken = sorted({new for old, new in self.rename.items()
+                        if new in header and new not in self.rename and new not in self.ignore})  # fmt: skip
+        if taken:
+            raise HarnessError(f"{path}: --rename gives name(s) {', '.join(taken)} that another "
+                               "column already has; ignore or rename that column too")  # fmt: skip
+        return [IGNORED + c if c in self.ignore else self.rename.get(c, c) for c in header]
+
+
+def parse_csv(path: Path, columns: ColumnMap | None = None) -> tuple[list[ImportedRun], str]:
     """Every row of the file, checked, and its sha256; HarnessError naming the mistakes.
 
     Rows are numbered as a spreadsheet shows them (header = row 1; the line a row ends on).
@@ -220,7 +252,9 @@ def parse_csv(path: Path) -> tuple[list[ImportedRun], str]:
         header = [h.strip() for h in (reader.fieldnames or [])]
     except csv.Error as exc:
         raise HarnessError(f"{path}: row 1 is not CSV ({exc}); fix the header") from None
-    metrics = _check_header(path, header)
+    if columns is not None and header:
+        header = columns.apply(path, header)
+    metrics = _check_header(path, [c for c in header if not c.startswith(IGNORED)])
     reader.fieldnames = header
     runs: list[ImportedRun] = []
     errors: list[str] = []
@@ -319,10 +353,13 @@ class ImportSummary:
         return " x ".join(f"{n} {what}{'s' if n != 1 else ''}" for n, what in counts)
 
 
-def import_runs(engine: Engine, path: str | Path) -> ImportSummary:
+def import_runs(
+    engine: Engine, path: str | Path, columns: ColumnMap | None = None
+) -> ImportSummary:
     """Check every row, then write the new runs in one transaction (all or none)."""
     path = Path(path)
-    runs, digest = parse_csv(path)
+    columns = columns or ColumnMap()
+    runs, digest = parse_csv(path, columns)
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     try:
         with Session(engine) as session, session.begin():
@@ -338,7 +375,7 @@ def import_runs(engine: Engine, path: str | Path) -> ImportSummary:
             if errors:
                 raise _refuse(path, errors)
             for run in new:
-                session.add(_job(run, path, digest, now))
+                session.add(_job(run, path, digest, now, columns))
     except IntegrityError:
         # Another `harness import` of the same runs committed between our check and our write.
         raise HarnessError(
@@ -348,8 +385,9 @@ def import_runs(engine: Engine, path: str | Path) -> ImportSummary:
     return ImportSummary(runs, len(new), digest)
 
 
-def _job(run: ImportedRun, path: Path, digest: str, now: datetime) -> Job:
-    """The done Job and its Result for one imported run."""
+def _job(run: ImportedRun, path: Path, digest: str, now: datetime, columns: ColumnMap) -> Job:
+    """The done Job and its Result for one imported run; the column map goes into provenance."""
+    mapping = {"renamed": columns.rename, "ignored": list(columns.ignore)}
     job = Job(key=run.key, grid=f"import:{path.stem}"[:200], model=run.model,
               dataset=run.dataset, seed=run.seed, split_seed=run.split_seed,
               protocol=run.protocol, harness_version=__version__, status="done", attempts=0,
@@ -357,5 +395,5 @@ def _job(run: ImportedRun, path: Path, digest: str, now: datetime) -> Job:
               created_at=now, started_at=None, finished_at=now)  # fmt: skip
     job.result = Result(**run.metrics, slots=1, extra={}, provenance={
         "source": "import", "file": path.name, "sha256": digest, "row": run.row,
-        "imported_at": now.isoformat(timespec="seconds") + "Z"})  # fmt: skip
+        "imported_at": now.isoformat(timespec="seconds") + "Z", "columns": mapping})  # fmt: skip
     return job

@@ -30,8 +30,8 @@ def _write(tmp_path: Path, claims) -> Path:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"kind": "pont"}, "claim U1: kind 'pont' is not one of point, range"),
-        ({"metric": "top-1"}, "claim U1: unknown metric 'top-1' (did you mean 'top1'?)"),
+        ({"kind": "pont"}, "claim U1: unknown kind 'pont' (did you mean 'point'?); kinds: point, range"),
+        ({"metric": "top-1"}, "claim U1: unknown metric 'top-1' (did you mean 'top1'?); metrics: top1"),
         ({"candidate": "vit_smal"}, "claim U1: candidate 'vit_smal' has no runs in the database "
                                     "(did you mean 'vit_small'?)"),
         ({"baseline": "resnet50"}, "claim U1: baseline 'resnet50' has no runs"),
@@ -103,12 +103,15 @@ def test_the_paper_and_demo_claims_files_are_valid():
     assert len(load_claims_file(doc, every)[0]) == 10
 
 
-def _db(tmp_path) -> str:
-    url = f"sqlite:///{tmp_path / 'runs.db'}"
-    runs = grid_runs({("cifar100", "resnet50"): 0.70, ("cifar100", "vit_small"): 0.74},
-                     seeds=range(8), sd=0.004)  # fmt: skip
-    fill_synthetic(make_engine(url), runs)
+def _synthetic_db(tmp_path, name: str, means: dict, seeds: int) -> str:
+    url = f"sqlite:///{tmp_path / name}"
+    fill_synthetic(make_engine(url), grid_runs(means, seeds=range(seeds), sd=0.004))
     return url
+
+
+def _db(tmp_path) -> str:
+    means = {("cifar100", "resnet50"): 0.70, ("cifar100", "vit_small"): 0.74}
+    return _synthetic_db(tmp_path, "runs.db", means, seeds=8)
 
 
 def test_report_cli_refuses_a_bad_file_and_writes_nothing(tmp_path, capsys):
@@ -223,11 +226,8 @@ def test_valid_variations_pass(tmp_path, change):
 
 
 def _rope_db(tmp_path) -> str:
-    url = f"sqlite:///{tmp_path / 'rope.db'}"
-    runs = grid_runs({("digits", "resnet18"): 0.90, ("digits", "gradattn_rope"): 0.92},
-                     seeds=range(4), sd=0.004)  # fmt: skip
-    fill_synthetic(make_engine(url), runs)
-    return url
+    means = {("digits", "resnet18"): 0.90, ("digits", "gradattn_rope"): 0.92}
+    return _synthetic_db(tmp_path, "rope.db", means, seeds=4)
 
 
 def test_report_html_names_the_users_claims_and_their_file(tmp_path, capsys):

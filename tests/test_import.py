@@ -120,8 +120,8 @@ BAD_FILES = [
     ("model,dataset,seed,split_seed,top1\na,b,0,-2,0.5\n", "row 2: split_seed -2 is negative"),
     (HEADER + 'a,b,0,"0.6,0.6\n', "row 2: not CSV (unexpected end of data)"),
     (HEADER + 'a,b,0,"0.6"x,0.6\n', "row 2: not CSV"),
-    ("model,dataset,seed,top_1\n", "unknown column(s) top_1; columns: model, dataset, seed, "
-                                   "optional split_seed, protocol, metrics top1"),
+    ("model,dataset,seed,top_1\n", "unknown column(s) top_1 (did you mean top1?); map a column "
+                                   "with --rename OLD=NEW"),
     ("model,seed,top1\n", "missing column(s) dataset"),
     ("model,dataset,seed\n", "has no metric column; add one of top1"),
     ("model,dataset,seed,top1,top1\n", "column(s) top1 appear twice"),
@@ -231,3 +231,51 @@ def test_upgrade_from_0002_keeps_rows_and_then_imports(tmp_path, capsys):
     df = load_results(make_engine(url)).set_index("model")
     assert df.loc["resnet18", "top1"] == 0.875 and df.loc["resnet18", "params"] == 11172810
     assert df.loc["vit_small", "f1_macro"] == 0.8 and df.loc["vit_small", "top1"] != 0.875
+
+
+# Another tool's own header (a result-collector export): renamed and ignored columns.
+OTHER_TOOL = (
+    "model,dataset,seed,method,accuracy,f1_score,wall_time_seconds\n"
+    + "".join(f"transformer,cifar10,{s},proposed,{0.92 + s / 10000},0.91,3842.5\n"
+              f"resnet50,cifar10,{s},baseline,{0.91 + s / 10000},0.90,1245.3\n"
+              for s in (42, 123, 456))
+)  # fmt: skip
+
+
+def test_another_tools_columns_are_renamed_and_ignored(tmp_path, capsys, sqlite_url):
+    path = tmp_path / "results.csv"
+    path.write_text(OTHER_TOOL, encoding="utf-8")
+    code, _, err = _cli(capsys, "import", str(path), "--db", sqlite_url)
+    assert code != 0 and "unknown column(s) method, accuracy, f1_score (did you mean f1_macro?)" in err
+    assert "--rename OLD=NEW" in err and _counts(sqlite_url) == (0, 0)
+    code, out, _ = _cli(capsys, "import", str(path), "--db", sqlite_url, "--rename",
+                        "accuracy=top1,f1_score=f1_macro", "wall_time_seconds=train_seconds",
+                        "--ignore", "method")  # fmt: skip
+    assert code == 0 and "6 new" in out
+    df = load_results(make_engine(sqlite_url))
+    assert len(df) == 6 and set(df["model"]) == {"transformer", "resnet50"}
+    ours = df.set_index(["model", "seed"])
+    assert ours.loc[("transformer", 123), "top1"] == pytest.approx(0.9323)
+    assert ours.loc[("resnet50", 42), "f1_macro"] == pytest.approx(0.90)
+    assert ours.loc[("resnet50", 42), "train_seconds"] == pytest.approx(1245.3)
+    columns = df["provenance"].iloc[0]["columns"]
+    assert columns["renamed"]["accuracy"] == "top1" and columns["ignored"] == ["method"]
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (["--rename", "acuracy=top1", "--ignore", "method"],
+         "name column(s) acuracy that the file lacks"),
+        (["--rename", "accuracy"], "--rename 'accuracy' is not OLD=NEW"),
+        (["--rename", "accuracy=top1", "accuracy=top3"], "--rename names column 'accuracy' twice"),
+        (["--rename", "accuracy=seed"], "gives name(s) seed that another column already has"),
+        (["--rename", "accuracy=top1", "--ignore", "accuracy,method"], "both renamed and ignored"),
+    ],
+)
+def test_bad_column_maps_are_refused(tmp_path, capsys, sqlite_url, options, expected):
+    path = tmp_path / "results.csv"
+    path.write_text(OTHER_TOOL, encoding="utf-8")
+    code, out, err = _cli(capsys, "import", str(path), "--db", sqlite_url, *options)
+    assert code != 0 and out == "" and expected in err and err.count("\n") == 1
+    assert _counts(sqlite_url) == (0, 0)

@@ -18,6 +18,7 @@ import yaml
 
 from harness.errors import HarnessError
 from harness.report import verdicts
+from harness.report.claim_parts import SPECIAL_CANDIDATES
 from harness.report.load import (
     DERIVED_COLUMNS,
     GHS_RANGES,
@@ -33,7 +34,6 @@ FIELDS = ("id", "text", "kind", "metric", "dataset", "datasets", "pairs", "basel
           "candidate", "model", "value", "low", "high", "unit", "direction", "at_least",
           "source")  # fmt: skip
 PAIR_FIELDS = ("dataset", "baseline", "candidate", "value", "low", "high")
-SPECIAL_CANDIDATES = ("best_gradattn_variant", "each_gradattn_variant")
 # Metrics stored as fractions (0-1), where "pp" (percentage points) is meaningful: accuracies,
 # F1/precision/recall, ECE (a mean |accuracy - confidence|), the train-validation gaps (a
 # difference of accuracies) and GHS (a fraction of layers). Not nll, seconds, counts, params.
@@ -60,23 +60,24 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _check_choice(label: str, field: str, value: Any, choices: tuple[str, ...]) -> list[str]:
+    """A required field whose value must be one of `choices`: [] or the one line saying why."""
+    listed = ", ".join(choices)
+    if value is None:
+        return [f"{label}: missing field {field!r}; {field}s: {listed}"]
+    if value not in choices:
+        return [f"{label}: unknown {field} {value!r}{_close(value, choices)}; {field}s: {listed}"]
+    return []
+
+
 def _check_claim(claim: Any, label: str, models: set[str], datasets: set[str]) -> list[str]:
     if not isinstance(claim, dict):
         return [f"{label}: a claim is a mapping of fields (got {type(claim).__name__})"]
     errors = [f"{label}: unknown field {key!r}{_close(key, FIELDS)}; fields: {', '.join(FIELDS)}"
               for key in claim if key not in FIELDS]  # fmt: skip
-    kind = claim.get("kind")
-    if kind is None:
-        errors.append(f"{label}: missing field 'kind'; kinds: {', '.join(KINDS)}")
-    elif kind not in KINDS:
-        errors.append(f"{label}: kind {kind!r} is not one of {', '.join(KINDS)}"
-                      f"{_close(kind, KINDS)}")  # fmt: skip
-    metric = claim.get("metric")
-    if metric is None:
-        errors.append(f"{label}: missing field 'metric'")
-    elif metric not in METRICS:
-        errors.append(f"{label}: unknown metric {metric!r}{_close(metric, METRICS)}; "
-                      f"metrics: {', '.join(METRICS)}")  # fmt: skip
+    kind, metric = claim.get("kind"), claim.get("metric")
+    errors += _check_choice(label, "kind", kind, KINDS)
+    errors += _check_choice(label, "metric", metric, METRICS)
     unit = claim.get("unit", "abs")
     if unit not in UNITS:
         errors.append(f"{label}: unit {unit!r} is not one of {', '.join(UNITS)}")

@@ -24,6 +24,7 @@ from harness.db import make_engine, mask_url
 from harness.errors import HarnessError
 from harness.report import load
 from harness.report.arms import Arm, arm_column, split_arms
+from harness.report.claim_file import load_claims_file
 from harness.report.figures import Figure, all_figures
 from harness.report.tables import ReportTable, build_tables, dedupe
 
@@ -147,8 +148,6 @@ def collect(
     results = load.load_results(engine, protocol)
     claims, claims_source = None, "the paper's claims (harness/paperdata/claims.yaml)"
     if claims_file is not None:
-        from harness.report.claim_file import load_claims_file
-
         claims, claims_source = load_claims_file(claims_file, results)
     epochs = load.load_epochs(engine, protocol)
     gradients = load.load_gradients(engine, protocol)
