@@ -15,6 +15,11 @@ import pytest
 
 from harness.report.decision import decide
 from harness.report.verdicts import (
+    EXACT_COUNT,
+    REASON_CODES,
+    SHORT_REASON,
+    VERDICT_OF,
+    VERDICTS,
     directional_region,
     not_worse_region,
     point_region,
@@ -111,3 +116,8 @@ def test_hand_checked_case(label, diffs_pp, m, region, verdict, code):
 
 def test_the_cases_are_enough():
     assert len(CASES) >= 30
+
+
+def test_every_reason_code_has_one_verdict_and_a_short_reason():
+    assert set(VERDICT_OF) == set(REASON_CODES) == set(SHORT_REASON) - {EXACT_COUNT}
+    assert set(VERDICT_OF.values()) == set(VERDICTS)

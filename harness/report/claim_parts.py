@@ -29,6 +29,7 @@ from harness.report.stats import (
 )
 from harness.report.verdicts import (
     CONTRADICTED,
+    EXACT_COUNT,
     SESOI_LOG,
     SHORT_REASON,
     SUPPORTED,
@@ -315,7 +316,7 @@ def params_parts(ctx: Context, claim: dict[str, Any]) -> list[dict[str, Any]]:
                     "metric": "params", "scale": "exact", "n": min(len(base), len(cand)),
                     "claimed": f"{low * 100:+.1f}% to {high * 100:+.1f}%", "seeds_needed": None,
                     "p_adjusted": math.nan, "ci_low": math.nan, "ci_high": math.nan,
-                    "code": "exact", "m": None, "mde": math.nan,
+                    "code": EXACT_COUNT, "m": None, "mde": math.nan,
                     "job_ids": sorted(int(j) for j in (*base["job_id"],
                                                        *cand["job_id"]))}  # fmt: skip
             if base.empty or cand.empty:

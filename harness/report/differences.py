@@ -26,8 +26,6 @@ from harness.report.tables import DATASET_LABELS, MODEL_LABELS, TABLE9_MODELS, l
 
 PAPER, REFERENCE = "paper", "reference-code"
 DIFF_METRICS = ("top1", "ece", "epochs_run", PRIMARY_GHS)
-METRIC_NAMES = {"top1": "top-1", "ece": "ECE", "epochs_run": "epochs run",
-                PRIMARY_GHS: "GHS [1e-6, 1e1]"}  # fmt: skip
 TRAINING_QUIRKS = tuple(q for q in QUIRKS if q not in REPORT_TIME_QUIRKS)
 
 

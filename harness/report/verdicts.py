@@ -167,6 +167,7 @@ NO_DATA, NOT_FINITE, TOO_FEW = "no data", "not finite", "n too small"
 OPPOSITE, SMALLER, NEGLIGIBLE, LARGER = "opposite", "smaller", "no meaningful effect", "larger"
 EFFECT, OPEN_EFFECT = "effect", "open effect"
 INSIDE, BELOW, ABOVE, OPEN_EDGE = "inside", "below", "above", "open edge"
+EXACT_COUNT = "exact"  # a parameter count compared as it is (no seeds, no test): no VERDICT_OF
 REASON_CODES = (NO_DATA, NOT_FINITE, TOO_FEW, OPPOSITE, SMALLER, NEGLIGIBLE, LARGER, EFFECT,
                 OPEN_EFFECT, INSIDE, BELOW, ABOVE, OPEN_EDGE)  # fmt: skip
 VERDICT_OF = {
@@ -182,7 +183,7 @@ SHORT_REASON = {
     NEGLIGIBLE: "no meaningful effect", LARGER: "larger than claimed",
     EFFECT: "effect as claimed", OPEN_EFFECT: "needs more seeds", INSIDE: "as claimed",
     BELOW: "below the claimed range", ABOVE: "above the claimed range",
-    OPEN_EDGE: "needs more seeds", "exact": "exact count",
+    OPEN_EDGE: "needs more seeds", EXACT_COUNT: "exact count",
 }  # fmt: skip
 DECIDED = tuple(code for code, verdict in VERDICT_OF.items() if verdict in (SUPPORTED, CONTRADICTED))
 
