@@ -14,7 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.report.power import POWER, detectable_effect_sd, min_seeds, seeds_needed
+from harness.report.power import (
+    MAX_SEEDS,
+    POWER,
+    detectable_effect_sd,
+    min_seeds,
+    seeds_needed,
+)
 from harness.report.signed_rank import normalise, signed_rank
 from harness.report.verdicts import (
     ABOVE,
@@ -149,7 +155,7 @@ def _reason(
         text += f"; needs about {seeds} seeds"
     elif code in (OPEN_EFFECT, OPEN_EDGE):
         if seeds is None:
-            text += f"; {POWER:.0%} power to decide is out of reach within 100 seeds"
+            text += f"; {POWER:.0%} power to decide is out of reach within {MAX_SEEDS} seeds"
         else:
             text += (f"; about {seeds} seeds would decide it with {POWER:.0%} power if the "
                      "claimed effect is true")  # fmt: skip
