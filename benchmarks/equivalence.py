@@ -6,8 +6,8 @@
 Three arms on the same cell, seeds and protocol (issue 6, deliverable 3):
 - loader: pipeline=loader, precision=fp32 -- the authors' way, the paper grid's default;
 - device: pipeline=device, precision=bf16 on CUDA (CUDA graph, channels_last), fp32 on the
-  CPU, one job per seed (harness.train.run_job);
-- fused:  the same settings, all seeds as one fused cohort (harness.train.run_jobs).
+  CPU, one job per seed (harness.training.loop.run_job);
+- fused:  the same settings, all seeds as one fused cohort (harness.training.loop.run_jobs).
 Per arm: top-1, ECE, best epoch and epochs run per seed, and the mean training seconds per
 epoch. Per fast arm against loader: the mean paired difference (arm - loader) of each metric and
 the seed spread (max - min over both arms' seeds); the criterion is |mean difference| <= spread.
@@ -81,8 +81,8 @@ def compare(base: list[dict], arm: list[dict]) -> dict[str, dict[str, float | bo
 def main(argv: list[str] | None = None) -> int:
     from harness.commands.bench import environment
     from harness.commands.enqueue import parse_overrides
-    from harness.config import JobSpec, resolve_config
-    from harness.train import run_job, run_jobs
+    from harness.experiment.config import JobSpec, resolve_config
+    from harness.training.loop import run_job, run_jobs
 
     args = parse(argv)
     overrides = parse_overrides(args.set)

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_datasets_package() -> None:
     """Warn when another distribution's `datasets` (Hugging Face) shadows ours."""
-    import datasets
+    from harness import datasets
 
     if not hasattr(datasets, "DATASET_NAMES"):
         warnings.warn(

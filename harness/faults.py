@@ -1,4 +1,4 @@
-"""Surviving faults: fault-injection points for the fault suite, and riding out database outages.
+"""Fault-injection points for the fault suite (riding out outages is harness.store.outages).
 
 Injection (tests only). ``HARNESS_FAULTS="claim:0.01,complete:@3"`` makes each named point
 SIGKILL its own process with that probability per visit, or at its N-th visit (``@N``), so the
@@ -8,10 +8,6 @@ epoch row's or the completion's transaction before the commit -- instead of only
 random signal happens to land. Each kill is first
 appended to ``HARNESS_FAULTS_LOG`` (when set) so the suite can count them. Unset, a point costs
 one dictionary lookup.
-
-Outages. `Backoff` turns database errors during an outage into waits of exponentially growing,
-jittered length (capped), one log line per retry, and gives up with one clear line after
-`patience` seconds without a successful call (docs/QUEUE.md, "Database outages").
 """
 
 from __future__ import annotations
@@ -21,23 +17,15 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable
-from typing import TypeVar
 
-from sqlalchemy.exc import InterfaceError, OperationalError
-
-from harness.db import _masked, mask_url
 from harness.errors import HarnessError
 
-log = logging.getLogger("harness.worker")
+log = logging.getLogger("harness.workers.loop")
 
 FAULT_POINTS = ("claim", "epoch", "checkpoint", "record", "complete")
 ENV_FAULTS = "HARNESS_FAULTS"
 ENV_FAULTS_LOG = "HARNESS_FAULTS_LOG"
 
-# Connection refused or lost, server shutting down, SQLite busy past its timeout: all worth a
-# retry. Errors in the statements themselves (IntegrityError, ProgrammingError) are not.
-DB_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError)
 
 _plan: dict[str, float] | None = None
 _rng = random.Random()  # its own generator: jobs may seed the global one
@@ -95,83 +83,3 @@ def point(name: str) -> None:
         finally:
             os.close(fd)
     os.kill(os.getpid(), signal.SIGKILL)
-
-
-class DatabaseUnreachable(HarnessError):
-    """The database stayed unreachable for the worker's whole patience."""
-
-
-T = TypeVar("T")
-
-
-class Backoff:
-    """Waits between retries during a database outage; gives up after `patience` seconds.
-
-    `failed()` after each failed call returns how long to wait (exponential, x0.5-1.5 jitter so
-    that many workers do not all knock at the same instant, capped), or raises
-    DatabaseUnreachable once the outage has lasted `patience` seconds; `succeeded()` ends it.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        patience: float,
-        first_delay: float = 0.25,
-        max_delay: float = 15.0,
-    ) -> None:
-        self.url, self.patience = url, patience
-        self.first_delay, self.max_delay = first_delay, max_delay
-        self.outage_started: float | None = None
-        self.retries = 0
-
-    def failed(self, what: str, exc: BaseException) -> float:
-        now = time.monotonic()
-        if self.outage_started is None:
-            self.outage_started = now
-        waited = now - self.outage_started
-        reason = _masked(first_line(exc), self.url)
-        if waited >= self.patience:
-            raise DatabaseUnreachable(
-                f"database {mask_url(self.url)} unreachable for {waited:.0f} s (--db-patience "
-                f"{self.patience:g}; last error: {reason})"
-            )
-        delay = min(self.first_delay * 2**self.retries, self.max_delay)
-        delay = min(delay * _rng.uniform(0.5, 1.5), self.patience - waited)
-        self.retries += 1
-        log.warning(
-            "%s: database unreachable (%s); retry %d in %.1f s (gives up %.0f s from now)",
-            what,
-            reason,
-            self.retries,
-            delay,
-            self.patience - waited,
-        )
-        return max(delay, 0.0)
-
-    def succeeded(self) -> None:
-        if self.outage_started is not None:
-            log.info(
-                "database reachable again after %.1f s and %d retries",
-                time.monotonic() - self.outage_started,
-                self.retries,
-            )
-        self.outage_started, self.retries = None, 0
-
-    def call(self, what: str, fn: Callable[[], T]) -> T:
-        """fn() retried through an outage (blocking); DatabaseUnreachable after the patience."""
-        while True:
-            try:
-                result = fn()
-            except DB_ERRORS as exc:
-                time.sleep(self.failed(what, exc))
-                continue
-            self.succeeded()
-            return result
-
-
-def first_line(exc: BaseException) -> str:
-    """The driver's own message, first line only (SQLAlchemy appends SQL and a help link)."""
-    orig = getattr(exc, "orig", None)
-    text = str(orig if orig is not None else exc).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
-    return line[:200]

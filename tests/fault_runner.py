@@ -1,11 +1,11 @@
-"""A stand-in for harness.train.run_job that trains nothing: the fault suite's tiny jobs.
+"""A stand-in for harness.training.loop.run_job that trains nothing: the fault suite's tiny jobs.
 
 `harness worker --runner fault_runner:run_job` (with tests/ on PYTHONPATH) runs it in place of
 the real training, so 16 real worker processes can push 1,000 jobs through the real claim,
 heartbeat, fencing, epoch-row, completion, failure and release paths in seconds. It keeps
 run_job's contract (signature, should_stop polled between "batches", an atomic checkpoint after
 every epoch and a resume from it, on_epoch after the checkpoint, a full outcome) and imports no
-torch: its records are harness.outcome's, as run_job's are.
+torch: its records are harness.training.outcome's, as run_job's are.
 
 Environment (all optional):
 - FAULT_RUNNER_LOG: file to append one line per run start and end (O_APPEND, whole lines), from
@@ -16,7 +16,7 @@ Environment (all optional):
 - FAULT_RUNNER_EARLY_STOP: "1" -- a job stops after max(1, max_epochs - seed % 3) epochs, as
   early stopping would (run_job and run_jobs alike), so cohort members finish apart.
 
-`run_jobs` is the stand-in for harness.train.run_jobs (a fused seed cohort, `harness worker
+`run_jobs` is the stand-in for harness.training.loop.run_jobs (a fused seed cohort, `harness worker
 --fuse-seeds S`): the members share each "batch" and advance one epoch per round, each with its
 own checkpoint, resume and on_epoch; on_done as soon as one finishes. Two more variables:
 - FAULT_RUNNER_FAIL_EPOCH: N -- run_jobs raises a RuntimeError as a member is to start epoch N.
@@ -35,11 +35,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness import faults
-from harness.checkpoint import write_atomically
-from harness.config import JobSpec, check_cohort
 from harness.errors import HarnessError
-from harness.metrics import METRIC_KEYS
-from harness.outcome import EpochRecord, JobInterrupted, JobOutcome
+from harness.experiment.config import JobSpec, check_cohort
+from harness.training.checkpoint import write_atomically
+from harness.training.metrics import METRIC_KEYS
+from harness.training.outcome import EpochRecord, JobInterrupted, JobOutcome
 
 STEPS_PER_EPOCH = 4
 

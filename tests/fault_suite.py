@@ -23,7 +23,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from harness.db import EpochRow, GradientLayer, Job, Result, WorkerRow
+from harness.store.schema import EpochRow, GradientLayer, Job, Result, WorkerRow
 
 TESTS = Path(__file__).resolve().parent
 RUNNER = "fault_runner:run_job"

@@ -94,7 +94,7 @@ class PostgresServer:
         options = (
             f"-F -c fsync=off -c full_page_writes=off -c synchronous_commit=off "
             f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} "
-            # Not UTC on purpose: harness.db must set its sessions to UTC itself.
+            # Not UTC on purpose: harness.store.schema must set its sessions to UTC itself.
             "-c max_connections=200 -c TimeZone=Asia/Kathmandu"
         )
         self._options = options

@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from harness import queue
-from harness.config import JobSpec, resolve_config
-from harness.db import Job
+from harness.experiment.config import JobSpec, resolve_config
+from harness.queue import jobs as queue
+from harness.store.schema import Job
 
 
 def tiny_specs(count: int, max_epochs: int = 1) -> list[JobSpec]:

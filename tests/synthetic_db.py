@@ -1,7 +1,7 @@
 """Synthetic but real results databases for the report tests.
 
 `fill_synthetic(engine, runs)` writes Job, Result, EpochRow and GradientLayer rows through
-harness.db's ORM, exactly as a worker would leave them, for chosen (protocol, dataset, model,
+harness.store.schema's ORM, exactly as a worker would leave them, for chosen (protocol, dataset, model,
 seed) cells and metric values. `grid_runs` spreads each cell's seeds symmetrically around a
 chosen mean, so a test knows the mean and SD the report must print.
 """
@@ -20,8 +20,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from harness import __version__
-from harness.config import JobSpec, resolve_config
-from harness.db import EpochRow, GradientLayer, Job, Result
+from harness.experiment.config import JobSpec, resolve_config
+from harness.store.schema import EpochRow, GradientLayer, Job, Result
 
 GRADATTN_MODELS = ("gradattn_nope", "gradattn_learnable", "gradattn_rope")
 # Output-mode layers of a small synthetic model: (name, kind).
@@ -282,8 +282,8 @@ def sample_report(root: Any) -> tuple[str, Any]:
     and shared by the render and browser tests (a full build draws every figure)."""
     from pathlib import Path
 
-    from harness.db import make_engine
-    from harness.report import build_report
+    from harness.report.render import build_report
+    from harness.store.engine import make_engine
 
     if "index" not in _SAMPLE:
         root = Path(root)

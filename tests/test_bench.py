@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.bench import BenchSettings
-from harness.bench_fused import fused_cohort_size
-from harness.bench_mps import CONTROL, mps_daemon
-from harness.bench_packing import measure_packing
+from harness.bench.fused import fused_cohort_size
+from harness.bench.mps import CONTROL, mps_daemon
+from harness.bench.packing import measure_packing
+from harness.bench.pipeline import BenchSettings
 from harness.cli import main
 from harness.errors import HarnessError
 

@@ -11,10 +11,10 @@ import yaml
 from synthetic_db import fill_synthetic, grid_runs
 
 from harness.cli import main
-from harness.db import make_engine
 from harness.errors import HarnessError
-from harness.paper import paper_claims
+from harness.experiment.paper import paper_claims
 from harness.report.claim_file import load_claims_file
+from harness.store.engine import make_engine
 
 RESULTS = pd.DataFrame({"model": ["resnet18", "vit_small"], "dataset": ["digits", "cifar100"]})
 GOOD = {"id": "U1", "kind": "point", "metric": "top1", "dataset": "digits",

@@ -8,9 +8,9 @@ import pytest
 from scipy import stats as sps
 from synthetic_db import fill_synthetic, grid_runs, seed_offsets
 
-from harness.db import make_engine
 from harness.report.claims import VERDICT_RULE, evaluate_claims
 from harness.report.verdicts import VERDICTS
+from harness.store.engine import make_engine
 
 BASE = 0.70
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.config import QUIRKS, JobSpec, TrainConfig, resolve_config
 from harness.errors import HarnessError
+from harness.experiment.config import QUIRKS, JobSpec, TrainConfig, resolve_config
 
 
 def test_paper_protocol_is_table_1():
@@ -71,8 +71,8 @@ def test_job_key_changes_with_what_changes_the_result_only():
 
 
 def test_quirk_applicability_matches_where_each_quirk_acts():
-    from datasets.transforms import CORRUPTED_SETS
-    from harness.config import CORRUPT_IMAGE_DATASETS, quirk_applies
+    from harness.datasets.transforms import CORRUPTED_SETS
+    from harness.experiment.config import CORRUPT_IMAGE_DATASETS, quirk_applies
 
     assert CORRUPT_IMAGE_DATASETS == CORRUPTED_SETS
     assert quirk_applies("corrupt_train_images", "cifar10", "resnet18")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-import datasets
-from datasets.splits import split_indices, split_sizes
+from harness import datasets
+from harness.datasets.splits import split_indices, split_sizes
 
 
 def test_registry_order_and_unknown_name(tmp_path):

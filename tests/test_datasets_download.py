@@ -17,10 +17,10 @@ from pathlib import Path
 import dataset_files as files
 import pytest
 
-import datasets
-from datasets import _source
-from datasets.download import Remote, download, safe_extract
+from harness import datasets
 from harness.cli import main
+from harness.datasets import _source
+from harness.datasets.download import Remote, download, safe_extract
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ import dataset_files as files
 import numpy as np
 import pytest
 
-import datasets
+from harness import datasets
 
 
 def _all_labels(ds):
@@ -160,7 +160,7 @@ def test_tinyimagenet_zip_fetch_and_load(tmp_path):
     # A locally placed archive is unpacked by fetch; its md5 differs from the published one.
     with pytest.raises(datasets.DatasetError, match="checksum mismatch for tiny-imagenet-200.zip"):
         source.fetch(tmp_path / "data")
-    from datasets.download import safe_extract
+    from harness.datasets.download import safe_extract
 
     safe_extract(folder / "tiny-imagenet-200.zip", folder)
     ds = datasets.load("tinyimagenet", tmp_path / "data")
@@ -224,7 +224,7 @@ def test_declared_urls_and_checksums_match_the_maintained_loaders():
     import medmnist
     from torchvision.datasets import CIFAR10, PCAM, SVHN, FashionMNIST
 
-    from datasets import cifar10, fashionmnist, medmnist_sets, pcam, svhn
+    from harness.datasets import cifar10, fashionmnist, medmnist_sets, pcam, svhn
 
     assert (cifar10.ARCHIVE.url, cifar10.ARCHIVE.md5) == (CIFAR10.url, CIFAR10.tgz_md5)
     for part, (url, name, md5) in SVHN.split_list.items():

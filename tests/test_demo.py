@@ -7,7 +7,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from harness.cli import main
-from harness.db import Job, Result, make_engine
+from harness.store.engine import make_engine
+from harness.store.schema import Job, Result
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +77,7 @@ def test_full_audit_runs_both_protocols_tuning_and_the_tuned_grid(tmp_path, caps
         jobs = list(session.scalars(select(Job)))
     arms = {(j.protocol, j.config["hparams"]) for j in jobs}
     assert arms == {("paper", "paper"), ("reference-code", "paper"), ("paper", "tuned")}
-    from harness.tuning_results import best_hparams
+    from harness.tuning.results import best_hparams
 
     for job in jobs:
         if job.config["hparams"] == "tuned":  # the study's best trial, not Table 1's settings
@@ -89,8 +90,8 @@ def test_full_audit_runs_both_protocols_tuning_and_the_tuned_grid(tmp_path, caps
 
 
 def test_audit_queues_single_switch_runs_only_where_they_separate_effects():
-    from harness.audit import protocol_parts
-    from harness.grids import resolve_grid
+    from harness.experiment.grids import resolve_grid
+    from harness.tuning.full_audit import protocol_parts
 
     grid = resolve_grid("paper", seeds=2, datasets=["cifar10", "svhn", "tinyimagenet"])
     parts = {part.name: part.specs for part in protocol_parts(grid)}

@@ -11,7 +11,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from harness.cli import main
-from harness.db import Job, make_engine
+from harness.store.engine import make_engine
+from harness.store.schema import Job
 
 
 def _enqueue(capsys, *argv: str) -> tuple[int, str, str]:

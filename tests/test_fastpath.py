@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.fastpath import FastStep, make_adam
+from harness.training.fastpath import FastStep, make_adam
 
 
 def small_net(channels: int = 3, classes: int = 5) -> nn.Module:

@@ -21,10 +21,11 @@ from queue_helpers import tiny_specs
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from harness import queue
 from harness.cli import main
-from harness.db import Job, Result, WorkerRow, make_engine
 from harness.faults import FAULT_POINTS
+from harness.queue import jobs as queue
+from harness.store.engine import make_engine
+from harness.store.schema import Job, Result, WorkerRow
 
 JOBS = 1000
 WORKERS = 16

@@ -25,9 +25,10 @@ from queue_helpers import tiny_specs
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from harness import queue
-from harness.config import JobSpec, resolve_config
-from harness.db import EpochRow, Job, Result, make_engine
+from harness.experiment.config import JobSpec, resolve_config
+from harness.queue import jobs as queue
+from harness.store.engine import make_engine
+from harness.store.schema import EpochRow, Job, Result
 
 pytestmark = pytest.mark.slow
 PR_CAPBSET_DROP = 24  # prctl option, linux/prctl.h

@@ -1,4 +1,4 @@
-"""Fast checks behind the fault suite: the stand-in runner mirrors harness.train, injection
+"""Fast checks behind the fault suite: the stand-in runner mirrors harness.training.loop, injection
 specs are validated, checkpoints refuse pickled objects, and a database that never answers
 ends in one clear line after the patience."""
 
@@ -16,19 +16,21 @@ import torch
 from fault_suite import worker_argv, worker_env
 
 from harness import faults
-from harness.checkpoint import load_checkpoint, save_checkpoint
 from harness.errors import HarnessError
+from harness.store.outages import Backoff, DatabaseUnreachable
+from harness.training.checkpoint import load_checkpoint, save_checkpoint
 
 
 def test_stand_in_and_the_recording_path_import_no_torch():
     """16 workers x a torch import each would swamp 2 cores; the stand-in's records are
-    harness.outcome's (the same classes run_job returns), so nothing is mirrored by hand."""
-    from harness import outcome, train
+    harness.training.outcome's (the same classes run_job returns), so nothing is mirrored by hand."""
+    from harness.training import loop as train
+    from harness.training import outcome
 
     assert fault_runner.JobOutcome is outcome.JobOutcome is train.JobOutcome
     assert fault_runner.EpochRecord is train.EpochRecord
     code = (
-        "import sys, fault_runner, harness.worker, harness.recording, harness.metrics; "
+        "import sys, fault_runner, harness.workers.loop, harness.queue.recording, harness.training.metrics; "
         "print(sorted(m for m in ('torch', 'sklearn') if m in sys.modules))"
     )
     tests_dir = Path(__file__).parent
@@ -97,15 +99,15 @@ def test_backoff_gives_up_after_the_patience_with_one_line(caplog):
 
     url = "sqlite:////nonexistent-dir/runs.db"
     engine = create_engine(url)
-    backoff = faults.Backoff(url, patience=0.6, first_delay=0.05)
+    backoff = Backoff(url, patience=0.6, first_delay=0.05)
 
     def query() -> int:
         with engine.connect() as conn:
             return conn.execute(text("select 1")).scalar_one()
 
     with (
-        caplog.at_level(logging.WARNING, "harness.worker"),
-        pytest.raises(faults.DatabaseUnreachable) as exc,
+        caplog.at_level(logging.WARNING, "harness.workers.loop"),
+        pytest.raises(DatabaseUnreachable) as exc,
     ):
         backoff.call("claim", query)
     message = str(exc.value)

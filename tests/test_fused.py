@@ -13,8 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import models
-from harness.fused import FusedStep
+from harness import models
+from harness.training.fused import FusedStep
 
 MEMBERS, BATCH = 3, 8
 RATES = [1e-3, 2e-3, 3e-3]  # one per member: ReduceLROnPlateau acts per member

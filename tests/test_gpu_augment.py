@@ -12,9 +12,9 @@ import torch.multiprocessing as mp
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from datasets.gpu import BatchAugment, DeviceSplit
-from datasets.gpu.shapes import SHAPES
-from harness.bench import authors_transform
+from harness.bench.pipeline import authors_transform
+from harness.datasets.gpu import BatchAugment, DeviceSplit
+from harness.datasets.gpu.shapes import SHAPES
 
 IDENTITY3 = ([0.0, 0.0, 0.0], [1.0, 1.0, 1.0])
 
@@ -240,7 +240,7 @@ class LazyImages:
 
 
 def test_device_split_from_a_lazy_dataset_split():
-    from datasets import Split
+    from harness.datasets import Split
 
     images = smooth_images(25, size=8).numpy()
     lazy = LazyImages(images)

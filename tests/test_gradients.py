@@ -1,4 +1,4 @@
-"""harness.gradients on small hand-built modules (real models: tests/test_train_models.py)."""
+"""harness.training.gradients on small hand-built modules (real models: tests/test_train_models.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from harness.gradients import exploding_count, health_score, measure_gradients, vanishing_count
+from harness.training.gradients import (
+    exploding_count,
+    health_score,
+    measure_gradients,
+    vanishing_count,
+)
 
 
 class TinyNet(nn.Module):

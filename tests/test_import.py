@@ -10,8 +10,9 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from harness.cli import main
-from harness.db import Job, Result, make_engine
 from harness.report.load import load_results
+from harness.store.engine import make_engine
+from harness.store.schema import Job, Result
 
 HEADER = "model,dataset,seed,top1,f1_macro\n"
 ROWS = "".join(f"vit_small,cifar100,{s},{0.61 + 0.001 * s},0.6\n"

@@ -17,8 +17,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from harness.cli import main
-from harness.db import Job, Result, WorkerRow, make_engine, mask_url
-from harness.launch import LaunchTask, TaskConfig, task_device
+from harness.store.connection import mask_url
+from harness.store.engine import make_engine
+from harness.store.schema import Job, Result, WorkerRow
+from harness.workers.launch import LaunchTask, TaskConfig, task_device
 
 TINY = ["--set", "max_epochs=1", "--set", "max_train_batches=1", "--set", "batch_size=16",
         "--set", "grad_batches=1"]  # fmt: skip

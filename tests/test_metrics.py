@@ -1,4 +1,4 @@
-"""harness.metrics against independent computations (hand examples, scikit-learn, brute force)."""
+"""harness.training.metrics against independent computations (hand examples, scikit-learn, brute force)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,7 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, f1_score, log_loss, top_k_accuracy_score
 
-from harness.metrics import (
-    METRIC_KEYS,
-    classification_metrics,
-    expected_calibration_error,
-)
+from harness.training.metrics import METRIC_KEYS, classification_metrics, expected_calibration_error
 
 
 def _brute_force_ece(confidences: list[float], correct: list[bool], n_bins: int = 10) -> float:
@@ -95,7 +91,7 @@ def test_against_sklearn_random() -> None:
 def test_precision_recall_f1_equal_sklearn(case: str) -> None:
     from sklearn.metrics import precision_recall_fscore_support
 
-    from harness.metrics import precision_recall_f1
+    from harness.training.metrics import precision_recall_f1
 
     rng = np.random.default_rng(3)
     truth, predictions = {

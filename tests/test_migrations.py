@@ -14,10 +14,11 @@ import pytest
 from sqlalchemy import inspect, text
 
 from harness.cli import main
-from harness.db import Base, make_engine
 from harness.errors import HarnessError
-from harness.migrations import HEAD, VERSION_TABLE, alembic_config, include_name
 from harness.report.load import PARAM_GHS_COLUMN, load_jobs, load_results
+from harness.store.engine import make_engine
+from harness.store.migrations import HEAD, VERSION_TABLE, alembic_config, include_name
+from harness.store.schema import Base
 
 OUR_TABLES = sorted(Base.metadata.tables)
 
@@ -169,7 +170,7 @@ def _schema(url: str) -> dict:
 
 
 def _drift(url: str) -> list:
-    """What Alembic's autogenerate would change to make the database match harness/db.py."""
+    """What Alembic's autogenerate would change to make the database match harness/store/schema.py."""
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
@@ -181,7 +182,7 @@ def _drift(url: str) -> list:
 def test_migrations_match_the_models(new_db, capsys):
     upgraded, fresh = new_db("upgraded"), new_db("fresh")
     assert _cli(capsys, "db", "upgrade", "--db", upgraded)[0] == 0  # 0001, 0002, 0003
-    # Not empty: harness/db.py changed without a migration in harness/migrations/versions.
+    # Not empty: harness/store/schema.py changed without a migration in harness/store/migrations/versions.
     assert _drift(upgraded) == []
     for bad, why in (("0001", "does not downgrade"), ("nope", "unknown schema revision")):
         rc, _, err = _cli(capsys, "db", "upgrade", "--db", upgraded, "--revision", bad)

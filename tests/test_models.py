@@ -11,7 +11,7 @@ import torchvision
 from torch import nn
 
 from harness.cli import build_parser, main
-from models import (
+from harness.models import (
     MODEL_NAMES,
     build_model,
     count_parameters,
@@ -19,7 +19,7 @@ from models import (
     describe,
     is_gradattn,
 )
-from models.resnet import BasicBlock
+from harness.models.resnet import BasicBlock
 
 GRADATTN = ("gradattn_nope", "gradattn_learnable", "gradattn_rope")
 # (channels, size, classes) from the paper's datasets: FashionMNIST, CIFAR-10/SVHN, Tiny

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from models import MODEL_NAMES, build_model
-from models.encoder import RotaryEncoderLayer, TokenEncoderLayer
-from models.rope import RotarySelfAttention, apply_rotary, rotary_angles
+from harness.models import MODEL_NAMES, build_model
+from harness.models.encoder import RotaryEncoderLayer, TokenEncoderLayer
+from harness.models.rope import RotarySelfAttention, apply_rotary, rotary_angles
 
 GRADATTN = ("gradattn_nope", "gradattn_learnable", "gradattn_rope")
 

@@ -1,4 +1,4 @@
-"""harness.paper: the package's copies of the paper's tables and claims."""
+"""harness.experiment.paper: the package's copies of the paper's tables and claims."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from harness.errors import HarnessError
-from harness.paper import find_paper_value, paper_claims, paper_value, paper_values
+from harness.experiment.paper import find_paper_value, paper_claims, paper_value, paper_values
 
 PAPERDATA = Path(__file__).resolve().parents[1] / "harness" / "paperdata"
 

@@ -15,8 +15,10 @@ from queue_helpers import expire_lease, job_row, tiny_specs
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from harness import queue, recording
-from harness.db import EpochRow, GradientLayer, Job, Result, WorkerRow, make_engine
+from harness.queue import jobs as queue
+from harness.queue import recording
+from harness.store.engine import make_engine
+from harness.store.schema import EpochRow, GradientLayer, Job, Result, WorkerRow
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -27,7 +29,7 @@ def db_url(request) -> str:
 
 
 def _outcome(top1: float) -> SimpleNamespace:
-    """What harness.train.run_job hands to recording.complete, with two epochs and one layer."""
+    """What harness.training.loop.run_job hands to recording.complete, with two epochs and one layer."""
     epochs = [
         SimpleNamespace(epoch=e, train_loss=1.0 / e, train_acc=0.5, val_loss=1.2, val_acc=0.4,
                         lr=1e-3, train_seconds=0.1, eval_seconds=0.05)

@@ -17,10 +17,11 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from harness import queue
 from harness.cli import main
-from harness.config import JobSpec, resolve_config
-from harness.db import EpochRow, Job, Result, WorkerRow, make_engine
+from harness.experiment.config import JobSpec, resolve_config
+from harness.queue import jobs as queue
+from harness.store.engine import make_engine
+from harness.store.schema import EpochRow, Job, Result, WorkerRow
 
 TINY = {"max_epochs": 1, "max_train_batches": 1, "batch_size": 16, "grad_batches": 1}
 CLAIM = re.compile(r"claimed job (\d+) attempt (\d+)")

@@ -1,4 +1,4 @@
-"""harness.provenance: JSON-able, honest about git state, never failing."""
+"""harness.training.provenance: JSON-able, honest about git state, never failing."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from harness import __version__
-from harness.config import TrainConfig
-from harness.provenance import SOURCE_ROOT, collect, git_state
+from harness.experiment.config import TrainConfig
+from harness.training.provenance import SOURCE_ROOT, collect, git_state
 
 
 def test_collect_is_json_and_complete() -> None:

@@ -9,9 +9,10 @@ from queue_helpers import expire_lease, job_row, tiny_specs
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from harness import queue
-from harness.db import Job, WorkerRow, make_engine
-from harness.grids import paper_grid, resolve_grid
+from harness.experiment.grids import paper_grid, resolve_grid
+from harness.queue import jobs as queue
+from harness.store.engine import make_engine
+from harness.store.schema import Job, WorkerRow
 
 
 def test_enqueue_twice_adds_nothing(sqlite_url):

@@ -13,7 +13,6 @@ import pytest
 from scipy import stats as sps
 from synthetic_db import SyntheticRun, fill_synthetic, replace
 
-from harness.db import make_engine
 from harness.report import export, html
 from harness.report.arms import Arm, arm_of, split_arms
 from harness.report.audit import build_audit
@@ -21,6 +20,7 @@ from harness.report.load import load_results
 from harness.report.render import collect
 from harness.report.tables import TABLE_SPECS, build_table
 from harness.report.variance import variance_table
+from harness.store.engine import make_engine
 
 SEEDS = (1, 2, 3)
 SILENT = [0.1, None, 0.2, 1e-8]  # two healthy, one silent, one vanishing layer
@@ -315,7 +315,7 @@ def _study(url: str, dataset: str, model: str, values: list[float | None], epoch
     from optuna.distributions import FloatDistribution
     from optuna.trial import TrialState, create_trial
 
-    from harness.tuning import study_name
+    from harness.tuning.studies import study_name
 
     study = optuna.create_study(
         storage=url, study_name=study_name("paper", dataset, model), direction="maximize"

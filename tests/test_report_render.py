@@ -13,10 +13,10 @@ import pytest
 from synthetic_db import EVIL, SyntheticRun, fill_synthetic, sample_report
 
 from harness.cli import main
-from harness.db import make_engine
 from harness.errors import HarnessError
-from harness.report import build_report
 from harness.report.claims import VERDICT_RULE
+from harness.report.render import build_report
+from harness.store.engine import make_engine
 
 VERDICTS = {"SUPPORTED", "CONTRADICTED", "INCONCLUSIVE", "UNTESTABLE"}
 

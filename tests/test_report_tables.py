@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from synthetic_db import SyntheticRun, fill_synthetic, grid_runs
 
-from harness.db import make_engine
 from harness.report.load import load_epochs, load_gradients, load_jobs, load_results
 from harness.report.tables import TABLE_SPECS, build_table, build_tables, cell_text, dedupe
+from harness.store.engine import make_engine
 
 SPEC = {spec.number: spec for spec in TABLE_SPECS}
 H100 = {"device_name": "NVIDIA H100 80GB HBM3", "git_commit": "abc1234"}

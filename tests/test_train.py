@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.checkpoint import save_checkpoint
-from harness.config import JobSpec, resolve_config
 from harness.errors import HarnessError
-from harness.metrics import METRIC_KEYS, classification_metrics
-from harness.runtime import determinism, load_data, make_loader
-from harness.train import EpochRecord, JobInterrupted, evaluate, restore_model, run_job
+from harness.experiment.config import JobSpec, resolve_config
+from harness.training.checkpoint import save_checkpoint
+from harness.training.loop import EpochRecord, JobInterrupted, evaluate, restore_model, run_job
+from harness.training.metrics import METRIC_KEYS, classification_metrics
+from harness.training.runtime import determinism, load_data, make_loader
 
 MODEL = "gradattn_nope"
 # Small and noisy on purpose: a high learning rate and es_patience 1 make early stopping
@@ -222,15 +222,15 @@ def test_dataset_is_cached_per_job_data() -> None:
 
 def test_training_only_run_never_touches_the_test_split(monkeypatch):
     """evaluate_test=False (tuning trials): same epochs as a full run, no test metrics."""
-    import harness.train
+    import harness.training.loop
 
     def no_test(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("the test split was evaluated")
 
     spec = _spec(4, max_epochs=2)
     full = run_job(spec, data_root=NO_DATA)
-    monkeypatch.setattr(harness.train, "classification_metrics", no_test)
-    monkeypatch.setattr(harness.train, "measure_gradients", no_test)
+    monkeypatch.setattr(harness.training.loop, "classification_metrics", no_test)
+    monkeypatch.setattr(harness.training.loop, "measure_gradients", no_test)
     trained = run_job(spec, data_root=NO_DATA, evaluate_test=False)
     assert trained.metrics == {} and trained.gradient_layers == []
     assert trained.extra["test_evaluated"] is False

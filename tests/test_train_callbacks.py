@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.callbacks import EarlyStopping, ReduceLROnPlateau
+from harness.training.callbacks import EarlyStopping, ReduceLROnPlateau
 
 
 def _lrs(values: list[float], **kwargs: float) -> list[float]:

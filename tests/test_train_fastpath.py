@@ -23,11 +23,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.config import JobSpec, TrainConfig, resolve_config
 from harness.errors import HarnessError
-from harness.fastpath import FastStep
-from harness.runtime import DeviceBatches, device_splits, load_data, make_loader
-from harness.train import EpochRecord, JobInterrupted, run_job
+from harness.experiment.config import JobSpec, TrainConfig, resolve_config
+from harness.training.fastpath import FastStep
+from harness.training.loop import EpochRecord, JobInterrupted, run_job
+from harness.training.runtime import DeviceBatches, device_splits, load_data, make_loader
 
 MODEL = "gradattn_nope"
 SEEDS = (1, 2)

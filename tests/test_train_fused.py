@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.config import JobSpec, resolve_config
 from harness.errors import HarnessError
-from harness.train import JobInterrupted, run_job, run_jobs
+from harness.experiment.config import JobSpec, resolve_config
+from harness.training.loop import JobInterrupted, run_job, run_jobs
 
 MODEL = "gradattn_nope"  # attention under vmap, and the ResNet backbone's BatchNorm
 SEEDS = (1, 2)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import models
-from harness.gradients import health_score, measure_gradients
+from harness import models
+from harness.training.gradients import health_score, measure_gradients
 
 
 def _measure(name: str, channels: int = 3) -> list[dict]:

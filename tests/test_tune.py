@@ -12,9 +12,11 @@ from sqlalchemy import create_engine, inspect, select
 from sqlalchemy.orm import Session
 
 from harness.cli import main
-from harness.db import Job, make_engine
-from harness.tuning import SEARCH_SPACE, study_name, tune_cell
-from harness.tuning_results import best_hparams, study_summaries
+from harness.store.engine import make_engine
+from harness.store.schema import Job
+from harness.tuning.results import best_hparams, study_summaries
+from harness.tuning.studies import study_name
+from harness.tuning.tune import SEARCH_SPACE, tune_cell
 
 NO_DATA = Path("/nonexistent-data-root")  # digits is embedded
 # Two training batches an epoch: each trial costs about a second of CPU.
@@ -36,20 +38,20 @@ def _in_space(params: dict[str, float]) -> bool:
 @pytest.fixture(scope="module")
 def tuned_db(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """resnet18 and gradattn_nope on digits: `tune --trials 2`, then topped up to 3."""
-    import harness.train
+    import harness.training.loop
 
     path = tmp_path_factory.mktemp("tune") / "runs.db"
     url = f"sqlite:///{path}"
     models = ["--models", "resnet18", "gradattn_nope"]
     # A spy, not a stand-in: classification_metrics runs only after a test-split evaluation.
     calls: list[int] = []
-    original = harness.train.classification_metrics
-    harness.train.classification_metrics = lambda *a, **k: calls.append(1) or original(*a, **k)
+    original = harness.training.loop.classification_metrics
+    harness.training.loop.classification_metrics = lambda *a, **k: calls.append(1) or original(*a, **k)
     try:
         first = main(["tune", "--db", url, *models, *CELL, "--trials", "2", "--data", "/x"])
         second = main(["tune", "--db", url, *models, *CELL, "--trials", "3", "--data", "/x"])
     finally:
-        harness.train.classification_metrics = original
+        harness.training.loop.classification_metrics = original
     return {"url": url, "path": path, "codes": (first, second), "test_evaluations": calls}
 
 
@@ -253,7 +255,7 @@ def test_tuners_starting_together_on_a_fresh_database_all_open_the_storage(backe
     url = request.getfixturevalue(backend)
     start = time.time() + 4  # every process imports optuna first, then they open at once
     code = (
-        "import sys, time, optuna; from harness.tuning_optuna import open_storage; "
+        "import sys, time, optuna; from harness.tuning.storage import open_storage; "
         f"time.sleep(max(0.0, {start} - time.time())); open_storage({url!r}); print('ok')"
     )
     procs = [

@@ -1,4 +1,4 @@
-"""Worker processes on a real SQLite file, running the real harness.train.run_job on digits.
+"""Worker processes on a real SQLite file, running the real harness.training.loop.run_job on digits.
 
 Figures these tests establish: 3 worker loops x 8 jobs -> 8 results, 0 duplicate claims;
 a failing job is recorded with its traceback while the workers carry on; a job survives a
@@ -22,10 +22,12 @@ import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from harness import __version__, queue
+from harness import __version__
 from harness.cli import main
-from harness.config import JobSpec, resolve_config
-from harness.db import EpochRow, GradientLayer, Job, Result, WorkerRow, make_engine
+from harness.experiment.config import JobSpec, resolve_config
+from harness.queue import jobs as queue
+from harness.store.engine import make_engine
+from harness.store.schema import EpochRow, GradientLayer, Job, Result, WorkerRow
 
 pytestmark = pytest.mark.slow
 
@@ -217,7 +219,7 @@ def test_sigterm_release_then_sigkill_then_resume_matches_uninterrupted_run(
 
     # 3. Another worker reclaims it (attempt 2) and resumes from the checkpoint. It runs in
     #    this process (the same loop as `harness worker`), which saves a torch start-up.
-    from harness.worker import Worker, WorkerOptions
+    from harness.workers.loop import Worker, WorkerOptions
 
     summary = Worker(
         engine,
@@ -241,7 +243,7 @@ def test_sigterm_release_then_sigkill_then_resume_matches_uninterrupted_run(
     assert [e.epoch for e in epochs] == list(range(1, result.epochs_run + 1))
 
     # 4. The same job run without interruption gives the same numbers.
-    from harness.train import run_job
+    from harness.training.loop import run_job
 
     clean = run_job(spec, data_root=tmp_path / "data")
     assert clean.epochs_run == result.epochs_run and clean.best_epoch == result.best_epoch

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import update
 
-from harness import queue
 from harness.cli import main
-from harness.config import JobSpec, resolve_config
-from harness.db import Job, make_engine
+from harness.experiment.config import JobSpec, resolve_config
+from harness.queue import jobs as queue
+from harness.store.engine import make_engine
+from harness.store.schema import Job
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:

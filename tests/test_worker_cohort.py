@@ -20,11 +20,12 @@ from queue_helpers import job_row
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from harness import queue
 from harness.cli import main
-from harness.config import JobSpec, resolve_config
-from harness.db import EpochRow, Job, Result, WorkerRow, make_engine
-from harness.worker import Worker, WorkerOptions
+from harness.experiment.config import JobSpec, resolve_config
+from harness.queue import jobs as queue
+from harness.store.engine import make_engine
+from harness.store.schema import EpochRow, Job, Result, WorkerRow
+from harness.workers.loop import Worker, WorkerOptions
 
 RUNNER = "fault_runner:run_job"
 
@@ -297,7 +298,7 @@ def test_a_runner_module_without_run_jobs_is_refused_before_claiming(capsys, sql
     queue.enqueue(engine, _cell([0, 1]), "t")
     # The module has a FUNC and JobInterrupted, so only its missing run_jobs is at fault.
     argv = ["worker", "--db", sqlite_url, "--fuse-seeds", "2", "--runner",
-            "harness.outcome:job_outcome"]  # fmt: skip
+            "harness.training.outcome:job_outcome"]  # fmt: skip
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("harness: error: ") and err.count("\n") == 1

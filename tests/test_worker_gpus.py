@@ -15,12 +15,13 @@ import pytest
 import torch
 from sqlalchemy import select, update
 
-from harness import queue
 from harness.cli import build_parser, main
 from harness.commands.worker import gpu_child_argvs
-from harness.config import JobSpec, resolve_config
-from harness.db import Job, Result, make_engine
-from harness.worker import Worker, WorkerOptions
+from harness.experiment.config import JobSpec, resolve_config
+from harness.queue import jobs as queue
+from harness.store.engine import make_engine
+from harness.store.schema import Job, Result
+from harness.workers.loop import Worker, WorkerOptions
 
 TINY = {
     "max_epochs": 1,

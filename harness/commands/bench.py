@@ -161,7 +161,7 @@ def environment(device: str) -> dict[str, Any]:
     import torch
     import torchvision
 
-    from harness.provenance import device_info, git_state
+    from harness.training.provenance import device_info, git_state
 
     info = device_info(device)
     return {
@@ -185,13 +185,13 @@ def command_line(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from datasets.gpu.shapes import SHAPES
-    from harness.bench import BenchSettings, project_grid, time_authors, time_ours
-    from harness.bench_fused import add_fused_projection, fused_cohort_size, measure_fused
-    from harness.bench_mps import mps_daemon
-    from harness.bench_packing import measure_packing
-    from harness.grids import paper_grid
-    from models import MODEL_NAMES
+    from harness.bench.fused import add_fused_projection, fused_cohort_size, measure_fused
+    from harness.bench.mps import mps_daemon
+    from harness.bench.packing import measure_packing
+    from harness.bench.pipeline import BenchSettings, project_grid, time_authors, time_ours
+    from harness.datasets.gpu.shapes import SHAPES
+    from harness.experiment.grids import paper_grid
+    from harness.models import MODEL_NAMES
 
     device = _resolve_device(args.device)
     on_cuda = device.startswith("cuda")

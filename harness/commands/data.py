@@ -11,7 +11,7 @@ from harness.errors import HarnessError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    import datasets
+    from harness import datasets
 
     names = ", ".join(datasets.DATASET_NAMES)
     parser = subparsers.add_parser(
@@ -49,7 +49,7 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def _names(name: str | None, allow_all: bool) -> list[str]:
-    import datasets
+    from harness import datasets
 
     if name is None or (allow_all and name == "all"):
         return list(datasets.DATASET_NAMES)
@@ -71,8 +71,8 @@ def _size(n: int) -> str:
 
 
 def _digest(name: str, root: Path) -> str:
-    import datasets
-    from datasets._core import digest_files
+    from harness import datasets
+    from harness.datasets._core import digest_files
 
     source = datasets.get_source(name)
     if name == "digits":
@@ -82,7 +82,7 @@ def _digest(name: str, root: Path) -> str:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    import datasets
+    from harness import datasets
 
     root = data_root(args)
     rows = [("NAME", "PRESENT", "SIZE", "DIGEST", "WHERE")]
@@ -108,7 +108,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_fetch(args: argparse.Namespace) -> int:
-    import datasets
+    from harness import datasets
 
     root = data_root(args)
     names = _names(args.name, allow_all=True)
@@ -133,7 +133,7 @@ def run_fetch(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    import datasets
+    from harness import datasets
 
     root = data_root(args)
     names = _names(args.name, allow_all=False)

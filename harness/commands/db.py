@@ -39,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _engine(url: str):  # noqa: ANN202 -- Engine; imported lazily to keep `harness --help` fast
-    from harness.db import make_engine, reachable
+    from harness.store.connection import reachable
+    from harness.store.engine import make_engine
 
     engine = make_engine(url, create=False)  # no revision check: that is what we are fixing
     with reachable(url):
@@ -48,8 +49,8 @@ def _engine(url: str):  # noqa: ANN202 -- Engine; imported lazily to keep `harne
 
 
 def run_upgrade(args: argparse.Namespace) -> int:
-    from harness.db import mask_url
-    from harness.migrations import upgrade
+    from harness.store.connection import mask_url
+    from harness.store.migrations import upgrade
 
     url = db_url(args)
     before, after = upgrade(_engine(url), url, args.revision)
@@ -63,9 +64,9 @@ def run_upgrade(args: argparse.Namespace) -> int:
 def run_current(args: argparse.Namespace) -> int:
     from sqlalchemy.engine import make_url
 
-    from harness.db import mask_url
     from harness.errors import HarnessError
-    from harness.migrations import HEAD, current, known_revisions, mismatch_error
+    from harness.store.connection import mask_url
+    from harness.store.migrations import HEAD, current, known_revisions, mismatch_error
 
     url = db_url(args)
     # Connecting to SQLite creates the file; a look at a mistyped path should not.

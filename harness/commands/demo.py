@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.commands._common import add_data_option, data_root
-from harness.db import mask_url
 from harness.errors import HarnessError
+from harness.store.connection import mask_url
 
 DEFAULT_OUT = "demo"
 AUDIT_TRIALS = 4
@@ -18,7 +18,7 @@ AUDIT_REPORT = "audit"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from harness.grids import DEMO_MAX_EPOCHS, DEMO_SEEDS
+    from harness.experiment.grids import DEMO_MAX_EPOCHS, DEMO_SEEDS
 
     parser = subparsers.add_parser(
         "demo",
@@ -99,8 +99,8 @@ def _default_slots() -> int:
 
 def run(args: argparse.Namespace) -> int:
     from harness.commands.status import collect_status, format_status
-    from harness.db import make_engine
-    from harness.grids import resolve_grid
+    from harness.experiment.grids import resolve_grid
+    from harness.store.engine import make_engine
 
     _check_numbers(args)
     overrides: dict[str, Any] = {"max_epochs": args.max_epochs}
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
             f"demo{again} --out {out}` again to resume"
         )
 
-    from harness.report import build_report
+    from harness.report.render import build_report
 
     name = AUDIT_REPORT if args.full_audit else None
     # The paper's claims are about datasets the demo never runs; the demo audits its own
@@ -166,7 +166,7 @@ def _check_numbers(args: argparse.Namespace) -> None:
 
 
 def _queue(engine: Any, grid_name: str, specs: list[Any], what: str) -> None:
-    from harness.queue import enqueue
+    from harness.queue.jobs import enqueue
 
     queued = enqueue(engine, specs, grid_name)
     print(f"demo: {queued.new} new, {queued.existing} already queued/done {what}")
@@ -176,7 +176,7 @@ def _queue_audit(
     engine: Any, grid: Any, url: str, args: argparse.Namespace, slots: int, what: str
 ) -> None:
     """Both protocols and the single-switch runs, then tuning, then the tuned grid."""
-    from harness.audit import protocol_parts, tune_grid, tuned_part
+    from harness.tuning.full_audit import protocol_parts, tune_grid, tuned_part
 
     for part in protocol_parts(grid):
         _queue(engine, part.name, part.specs, f"[{part.name}] {what}")
@@ -194,7 +194,7 @@ def _queue_audit(
 def _run_workers(engine: Any, url: str, args: argparse.Namespace, out: Path, slots: int) -> str:
     """Run CPU workers until the queue is empty; returns the stop reason."""
     from harness.commands.worker import configure_logging
-    from harness.worker import Worker, WorkerOptions, run_slot_processes
+    from harness.workers.loop import Worker, WorkerOptions, run_slot_processes
 
     if slots > 1:
         # One process per core, one thread each: 8x8 images make tensors too small for

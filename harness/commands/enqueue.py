@@ -76,7 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """`--set key=value` items -> {key: YAML scalar}."""
-    from harness.config import parse_value
+    from harness.experiment.config import parse_value
 
     overrides: dict[str, Any] = {}
     for item in items:
@@ -88,9 +88,9 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.db import make_engine
-    from harness.grids import parse_seed_list, resolve_grid
-    from harness.queue import enqueue
+    from harness.experiment.grids import parse_seed_list, resolve_grid
+    from harness.queue.jobs import enqueue
+    from harness.store.engine import make_engine
 
     if args.max_attempts < 1:
         raise HarnessError(f"--max-attempts must be at least 1 (got {args.max_attempts})")
@@ -137,9 +137,9 @@ def run(args: argparse.Namespace) -> int:
 def _tuned(args: argparse.Namespace, grid: Any) -> dict[tuple[str, str], dict[str, Any]]:
     """Per cell: the best trial's settings plus hparams=tuned (refused unless every cell was
     tuned with the same budget; a searched key also set by hand is a contradiction)."""
-    from harness.db import mask_url
-    from harness.tuning import SEARCHED_KEYS
-    from harness.tuning_results import tuned_overrides
+    from harness.store.connection import mask_url
+    from harness.tuning.results import tuned_overrides
+    from harness.tuning.tune import SEARCHED_KEYS
 
     clash = [key for key in SEARCHED_KEYS if key in grid.overrides]
     if clash:

@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _column_map(args: argparse.Namespace):
     from harness.errors import HarnessError
-    from harness.importing import ColumnMap
+    from harness.queue.importing import ColumnMap
 
     rename: dict[str, str] = {}
     for pair in (p for item in args.rename for p in item.split(",") if p):
@@ -52,8 +52,9 @@ def _column_map(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.db import make_engine, mask_url
-    from harness.importing import import_runs
+    from harness.queue.importing import import_runs
+    from harness.store.connection import mask_url
+    from harness.store.engine import make_engine
 
     url = db_url(args)
     done = import_runs(make_engine(url), args.file, _column_map(args))

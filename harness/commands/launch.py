@@ -1,4 +1,4 @@
-"""`harness launch --slurm | --local`: workers as submitit jobs (harness/launch.py)."""
+"""`harness launch --slurm | --local`: workers as submitit jobs (harness/workers/launch.py)."""
 
 from __future__ import annotations
 
@@ -155,7 +155,7 @@ def _shared_url(url: str, nodes: int, slurm: bool) -> str:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
-    from harness.db import mask_url
+    from harness.store.connection import mask_url
 
     try:
         parsed = make_url(url)
@@ -180,8 +180,8 @@ def _shared_url(url: str, nodes: int, slurm: bool) -> str:
 def _claimable(engine: Any) -> int:
     from sqlalchemy import and_, func, or_, select
 
-    from harness.db import Job
-    from harness.queue import db_now
+    from harness.queue.jobs import db_now
+    from harness.store.schema import Job
 
     stale = and_(Job.status == "running", Job.lease_expires_at < db_now(engine))
     query = select(func.count()).select_from(Job).where(or_(Job.status == "queued", stale))
@@ -217,7 +217,8 @@ def _executor(args: argparse.Namespace, logs: Path, minutes: int) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from harness.commands.worker import checkpoints_dir
-    from harness.db import make_engine, mask_url
+    from harness.store.connection import mask_url
+    from harness.store.engine import make_engine
 
     _check_options(args)
     minutes = parse_minutes(args.time)
@@ -237,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
             "demo`, or `harness retry --failed`"
         )
 
-    from harness.launch import LaunchTask, TaskConfig, exported_db
+    from harness.workers.launch import LaunchTask, TaskConfig, exported_db
 
     cluster = "slurm" if args.slurm else "local"
     config = TaskConfig(

@@ -33,7 +33,7 @@ def format_table(rows: list[tuple[str, str, str]], header: tuple[str, str, str])
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so that other commands do not pay for importing torch.
-    from models import MODEL_NAMES, build_model, count_parameters, describe
+    from harness.models import MODEL_NAMES, build_model, count_parameters, describe
 
     checks = (("--in-channels", args.in_channels, 3), ("--num-classes", args.num_classes, 10))
     for option, value, example in checks:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from harness.commands._common import add_db_option, db_url
-from harness.config import PROTOCOLS
 from harness.errors import HarnessError
+from harness.experiment.config import PROTOCOLS
 
 EXTRA_FORMATS = ("md", "latex", "csv", "json")
 
@@ -62,7 +62,7 @@ def parse_formats(values: list[str]) -> tuple[str, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.report import build_report
+    from harness.report.render import build_report
 
     formats = parse_formats(args.format)
     if args.out == "-":

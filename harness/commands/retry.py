@@ -25,8 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.db import make_engine
-    from harness.queue import retry_failed, retry_stale
+    from harness.queue.jobs import retry_failed, retry_stale
+    from harness.store.engine import make_engine
 
     engine = make_engine(db_url(args))
     if args.failed:

@@ -12,8 +12,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from harness.commands._common import add_db_option, db_url
-from harness.db import JOB_STATES, EpochRow, Job, WorkerRow
 from harness.errors import HarnessError
+from harness.store.schema import JOB_STATES, EpochRow, Job, WorkerRow
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -98,7 +98,7 @@ def _label(job: Job) -> str:
 
 
 def collect_status(engine: Engine, max_failures: int = 20) -> QueueStatus:
-    from harness.queue import database_time
+    from harness.queue.jobs import database_time
 
     now = database_time(engine)
     with Session(engine) as conn:
@@ -191,7 +191,7 @@ def format_status(status: QueueStatus) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.db import make_engine
+    from harness.store.engine import make_engine
 
     if args.interval <= 0:
         raise HarnessError(f"--interval must be positive (got {args.interval:g})")

@@ -74,7 +74,7 @@ def _cell_models(args: argparse.Namespace) -> tuple[list[str], str, dict[str, An
     if args.grid is None:
         models = [args.model] if args.model else list(dict.fromkeys(args.models))
         return models, args.protocol or "paper", overrides, None
-    from harness.grids import resolve_grid
+    from harness.experiment.grids import resolve_grid
 
     grid = resolve_grid(args.grid, protocol=args.protocol, datasets=[args.dataset])
     models = [m for m, d in grid.cells if d == args.dataset]
@@ -84,8 +84,8 @@ def _cell_models(args: argparse.Namespace) -> tuple[list[str], str, dict[str, An
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.db import mask_url
-    from harness.tuning import PRUNE_STARTUP_TRIALS, tune_cell
+    from harness.store.connection import mask_url
+    from harness.tuning.tune import PRUNE_STARTUP_TRIALS, tune_cell
 
     models, protocol, overrides, grid_epochs = _cell_models(args)
     epochs = args.epochs if args.epochs is not None else grid_epochs

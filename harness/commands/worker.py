@@ -100,7 +100,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"(default {DEFAULT_DB_PATIENCE:g})",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    # Test hook (docs/QUEUE.md, "Fault-injection suite"): MODULE:FUNC replacing harness.train's
+    # Test hook (docs/QUEUE.md, "Fault-injection suite"): MODULE:FUNC replacing harness.training.loop's
     # run_job, MODULE also defining JobInterrupted.
     parser.add_argument("--runner", default=None, help=argparse.SUPPRESS)
     # Set by the parent of --slots K on its children only.
@@ -216,9 +216,9 @@ def _child_argv(args: argparse.Namespace, device: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.db import make_engine
     from harness.faults import fault_plan
-    from harness.worker import Worker, WorkerOptions, run_slot_processes, run_worker_processes
+    from harness.store.engine import make_engine
+    from harness.workers.loop import Worker, WorkerOptions, run_slot_processes, run_worker_processes
 
     if args.slots < 1:
         raise HarnessError(f"--slots must be at least 1 (got {args.slots})")

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.config import HPARAM_SOURCES, PROTOCOLS, QUIRKS
+from harness.experiment.config import HPARAM_SOURCES, PROTOCOLS, QUIRKS
 
 TUNED_LABEL = "tuned hyper-parameters"
 

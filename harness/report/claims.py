@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from harness.paper import find_paper_value, paper_claims
+from harness.experiment.paper import find_paper_value, paper_claims
 from harness.report.claim_parts import (
     GRADATTN_VARIANTS,
     PERCENT_METRICS,

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.config import QUIRKS, REPORT_TIME_QUIRKS, quirk_applies
+from harness.experiment.config import QUIRKS, REPORT_TIME_QUIRKS, quirk_applies
 from harness.report import stats
 from harness.report.arms import Arm
 from harness.report.audit_table import AuditTable, cell, delta, estimate_text, value
@@ -167,7 +167,7 @@ def switch_effects(
     return records
 
 
-def _models(*frames: pd.DataFrame, dataset: str) -> list[str]:
+def models_in(*frames: pd.DataFrame, dataset: str) -> list[str]:
     present = set()
     for frame in frames:
         if len(frame):
@@ -195,7 +195,7 @@ def dataset_differences(arms: dict[Arm, pd.DataFrame]) -> list[AuditTable]:
             header=["Quirk", "Kind", "Model", "Applies", "Effect", "Source"],
             notes=["Training switches are measured on top-1; ghs_count_silent on GHS [1e-6, 1e1]."],
         )
-        for model in _models(paper, ref, dataset=dataset):
+        for model in models_in(paper, ref, dataset=dataset):
             ests = {m: paired_between(paper, ref, m, dataset, model) for m in DIFF_METRICS}
             top = ests["top1"]
             side.rows.append(

@@ -17,7 +17,7 @@ import pandas as pd
 
 from harness.report.audit import Audit, variance_audit_table
 from harness.report.audit_table import AuditTable
-from harness.report.render import ReportData, is_missing
+from harness.report.data import ReportData, is_missing, provenance_items
 from harness.report.tables import (
     DATASET_LABELS,
     LEGEND,
@@ -255,8 +255,6 @@ def _clean(value: Any) -> Any:
 
 
 def report_json(data: ReportData) -> dict[str, Any]:
-    from harness.report.html import provenance_items
-
     protocols = {}
     for report in data.protocols:
         protocols[report.label] = {

@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import NullLocator  # noqa: E402
 
-from harness.paper import find_paper_value  # noqa: E402
+from harness.experiment.paper import find_paper_value  # noqa: E402
 from harness.report.tables import DATASET_LABELS, MODEL_LABELS, TABLE9_MODELS, label  # noqa: E402
 
 DPI = 80

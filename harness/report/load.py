@@ -16,8 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from harness.db import EpochRow, GradientLayer, Job, Result
-from harness.gradients import vanishing_count
+from harness.store.schema import EpochRow, GradientLayer, Job, Result
+from harness.training.gradients import vanishing_count
 
 # Result columns copied under their database names (fractions, seconds, counts as stored).
 RESULT_COLUMNS = (
@@ -74,8 +74,8 @@ JOBS_COLUMNS = (
 def _health_score(
     layer_means: Sequence[float | None], low: float, high: float, count_silent: bool = False
 ) -> float:
-    """GHS by harness.gradients' single definition; NaN where no layer was measured."""
-    from harness.gradients import health_score
+    """GHS by harness.training.gradients' single definition; NaN where no layer was measured."""
+    from harness.training.gradients import health_score
 
     try:
         return float(health_score(layer_means, low, high, count_silent=count_silent))

@@ -6,74 +6,33 @@ never sees a half-written report; the HTML opens offline (inline CSS and JS, rel
 
 from __future__ import annotations
 
-import math
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from sqlalchemy.engine import Engine, make_url
 
-from harness.config import PROTOCOLS
-from harness.db import make_engine, mask_url
 from harness.errors import HarnessError
-from harness.report import load
+from harness.experiment.config import PROTOCOLS
+from harness.report import export, html, load
 from harness.report.arms import Arm, arm_column, split_arms
+from harness.report.audit import build_audit
 from harness.report.claim_file import load_claims_file
-from harness.report.figures import Figure, all_figures
-from harness.report.tables import ReportTable, build_tables, dedupe
+from harness.report.claims import VERDICT_RULE, evaluate_claims
+from harness.report.data import ProtocolReport, ReportData
+from harness.report.figures import all_figures
+from harness.report.forest import forest_plot
+from harness.report.tables import build_tables, dedupe
+from harness.report.variance import variance_table
+from harness.store.connection import mask_url
+from harness.store.engine import make_engine
 
 FORMATS = ("html", "md", "latex", "csv", "json")
 DEFAULT_OUT = Path("reports")
-
-
-@dataclass
-class ProtocolReport:
-    """Everything the renderers need for one arm's section (a protocol's base arm, or its
-    tuned arm): tables, claims, figures and which variance sources its cells cover."""
-
-    protocol: str
-    results: pd.DataFrame
-    tables: list[ReportTable]
-    claims: list[Any]
-    claims_error: str
-    figures: list[Figure]
-    notes: list[str] = field(default_factory=list)
-    arm: Arm | None = None  # None: the protocol's base arm
-    variance: list[dict[str, Any]] = field(default_factory=list)
-    variance_note: str = ""
-
-    def __post_init__(self) -> None:
-        if self.arm is None:
-            self.arm = Arm(self.protocol)
-
-    @property
-    def label(self) -> str:
-        return self.arm.label if self.arm else self.protocol
-
-    @property
-    def anchor(self) -> str:
-        return self.arm.anchor if self.arm else f"p-{self.protocol}"
-
-
-@dataclass
-class ReportData:
-    name: str
-    database: str  # masked URL
-    generated_at: str
-    protocols: list[ProtocolReport]
-    jobs: pd.DataFrame
-    results: pd.DataFrame  # all selected protocols
-    verdict_rule: str
-    claims_source: str = ""
-    notes: list[str] = field(default_factory=list)
-    # harness.report.audit: protocol differences, claims by arm, tuned vs paper hparams.
-    audit: Any = None
 
 
 def _engine(db: str | Engine) -> tuple[Engine, str]:
@@ -108,8 +67,6 @@ def _check_name(name: str) -> str:
 def _claims(
     results: pd.DataFrame, protocol: str, claims: list[dict[str, Any]] | None = None
 ) -> tuple[list[Any], str]:
-    from harness.report.claims import evaluate_claims
-
     try:
         return list(evaluate_claims(results, protocol, claims=claims)), ""
     except (HarnessError, ValueError) as exc:  # the tables still stand without the claims
@@ -117,8 +74,6 @@ def _claims(
 
 
 def _verdict_rule() -> str:
-    from harness.report.claims import VERDICT_RULE
-
     return VERDICT_RULE
 
 
@@ -181,8 +136,6 @@ def collect(
             "Runs with a quirk switched away from their protocol's default feed only the "
             f"protocol-differences section, never the tables or claims: {listed}."
         )
-    from harness.report.audit import build_audit
-
     data.audit = build_audit(arms, data.protocols, engine)
     return data
 
@@ -197,8 +150,6 @@ def _section(
     claims: list[dict[str, Any]] | None = None,
 ) -> ProtocolReport:
     """One arm's full section: Tables 3-9, claims, figures, variance sources."""
-    from harness.report.variance import variance_table
-
     report = ProtocolReport(arm.protocol, subset, build_tables(subset), [], "", [], arm=arm)
     if dropped:
         report.notes.append(
@@ -213,8 +164,6 @@ def _section(
     report.claims, report.claims_error = _claims(subset, arm.protocol, claims)
     report.variance, report.variance_note = variance_table(subset)
     if figure_dir is not None:
-        from harness.report.forest import forest_plot
-
         label = arm.protocol if arm.is_base else arm.short
         report.figures = forest_plot(report.claims, label, figure_dir) + all_figures(
             subset,
@@ -236,8 +185,6 @@ def build_report(
 ) -> Path:
     """Write <out_dir>/<name>/index.html (+ report.md, report.tex, tables.csv, report.json as
     asked) and return the path of index.html. HTML is always written: it is the report."""
-    from harness.report import export, html
-
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise HarnessError(
@@ -272,11 +219,3 @@ def _swap_into_place(staging: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         staging.rename(final)
-
-
-def template_text(name: str) -> str:
-    return resources.files("harness.report").joinpath("templates", name).read_text("utf-8")
-
-
-def is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))

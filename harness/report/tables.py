@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.paper import paper_values
+from harness.experiment.paper import paper_values
 from harness.report import stats
 from harness.report.signed_rank import normalise, signed_rank
 from harness.report.variance import cell_sources, sources_text

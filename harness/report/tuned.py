@@ -4,7 +4,7 @@ Per protocol with a base arm and a tuned arm: every (dataset, model) with runs i
 mean ± SD, the paired difference, the tuned lr / weight decay / dropout read from the job
 configs), then the reviewer's figure -- each GradAttn variant's top-1 minus ResNet-18's under
 paper hyper-parameters and under tuned ones -- and, when the database holds Optuna studies,
-harness.tuning.study_summaries with a computed equal-budget check.
+harness.tuning.results.study_summaries with a computed equal-budget check.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.config import PROTOCOLS
+from harness.experiment.config import PROTOCOLS
 from harness.report import stats
 from harness.report.arms import Arm
 from harness.report.audit_table import AuditTable, cell, delta, estimate_text, finite, value
 from harness.report.claim_parts import GRADATTN_VARIANTS
-from harness.report.differences import _models, paired_between
+from harness.report.differences import models_in, paired_between
 from harness.report.tables import BASELINE, DATASET_LABELS, MODEL_LABELS, label
 
 
@@ -96,7 +96,7 @@ def tuned_tables(
                    "one arm (two-sided 95% t-interval, unadjusted)."],
         )  # fmt: skip
         for dataset in sorted(set(paper.dataset) & set(tuned.dataset)):
-            for model in _models(paper, tuned, dataset=dataset):
+            for model in models_in(paper, tuned, dataset=dataset):
                 both = [f[(f.dataset == dataset) & (f.model == model)] for f in (paper, tuned)]
                 if any(part.empty for part in both):
                     continue
@@ -140,11 +140,11 @@ def tuned_tables(
 
 
 def study_frame(engine: Any) -> tuple[pd.DataFrame | None, str]:
-    """harness.tuning.study_summaries(engine) as a frame, or (None, why not)."""
+    """harness.tuning.results.study_summaries(engine) as a frame, or (None, why not)."""
     try:
-        from harness.tuning import study_summaries
+        from harness.tuning.results import study_summaries
     except ImportError:  # the tuning module is optional for reporting
-        return None, "harness.tuning is not available: no tuning summary"
+        return None, "harness.tuning.tune is not available: no tuning summary"
     try:
         summaries = study_summaries(engine)
     except Exception as exc:  # no Optuna tables in this database, or an unreadable study

@@ -1,7 +1,7 @@
 """Which sources of run-to-run variance a cell's spread covers, from its rows.
 
-What follows which seed in this harness (harness/train.py, harness/runtime.py,
-datasets/splits.py):
+What follows which seed in this harness (harness/training/loop.py, harness/training/runtime.py,
+harness/datasets/splits.py):
 - model initialisation: `seed_everything(seed)` right before the model is built;
 - data order: a generator seeded with derived_seed(seed, epoch, "order") every epoch;
 - augmentation and dropout: the torch RNG re-seeded with derived_seed(seed, epoch, "torch")

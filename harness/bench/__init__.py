@@ -1,0 +1,1 @@
+"""`harness bench`: the input pipeline against the fast path (pipeline), packing (packing), fused seeds (fused), CUDA MPS (mps)."""

@@ -1,0 +1,136 @@
+"""The base every dataset source module builds on: where its files live, fetch and verify."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.datasets._core import DatasetError, LoadedDataset, file_hash
+from harness.datasets.download import Remote, check_file, download
+
+MANIFEST = ".manifest.json"
+
+
+@dataclass(frozen=True)
+class FileStatus:
+    path: Path
+    ok: bool
+    note: str
+
+
+class Source:
+    """One dataset source. Subclasses set `name`, `remotes`, and implement `_load`
+    (and `_prepare` when downloaded files must be unpacked)."""
+
+    name: str = ""
+    remotes: tuple[Remote, ...] = ()
+    manual: str | None = None  # manual-download instructions when there is no automatic fetch
+    options: tuple[str, ...] = ()
+
+    def directory(self, root: Path) -> Path:
+        return Path(root) / self.name
+
+    # -- fetching --------------------------------------------------------------------------
+    def fetch(self, root: Path, mirror: str | None = None) -> None:
+        """Download every published file (verified), then unpack what the loader reads."""
+        directory = self.directory(root)
+        if self.manual and not self.remotes:
+            raise DatasetError(self.manual.format(dir=directory))
+        unpacked = self.present(root)
+        for remote in self.remotes:
+            if unpacked and not (directory / remote.filename).is_file():
+                continue  # the archive was deleted after unpacking; `verify` uses the manifest
+            download(self.name, remote, directory, mirror)
+        if not unpacked:  # already unpacked: the checks above were all that was needed
+            self._record(directory, self._prepare(directory))
+
+    def _prepare(self, directory: Path) -> list[Path]:
+        """Unpack downloaded files; return the derived files whose digest `verify` re-checks."""
+        return []
+
+    def _record(self, directory: Path, produced: list[Path]) -> None:
+        if not produced:
+            return
+        path = directory / MANIFEST
+        manifest = json.loads(path.read_text()) if path.is_file() else {}
+        manifest.update({str(p.relative_to(directory)): file_hash(p) for p in produced})
+        tmp = directory / f"{MANIFEST}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+
+    # -- inspecting ------------------------------------------------------------------------
+    def required_files(self, root: Path, **options: Any) -> list[Path]:
+        """The files the loader reads (default: the published files themselves)."""
+        return [self.directory(root) / r.filename for r in self.remotes]
+
+    def _available(self, path: Path) -> bool:
+        """Whether the loader can read `path` (a source may unpack it on load)."""
+        return path.is_file()
+
+    def present(self, root: Path) -> bool:
+        return all(self._available(p) for p in self.required_files(root))
+
+    def size_on_disk(self, root: Path) -> int:
+        directory = self.directory(root)
+        if not directory.is_dir():
+            return 0
+        return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+
+    def verify(self, root: Path) -> list[FileStatus]:
+        """Check every published file present against its checksum, and every unpacked file
+        against the digest recorded when it was unpacked from a verified download."""
+        directory = self.directory(root)
+        statuses: list[FileStatus] = []
+        for remote in self.remotes:
+            path = directory / remote.filename
+            if not path.is_file():
+                continue
+            try:
+                check_file(self.name, remote, path)
+                algorithm = remote.checksum[0] if remote.checksum else "no published checksum"
+                statuses.append(FileStatus(path, True, f"{algorithm} ok"))
+            except DatasetError as exc:
+                statuses.append(FileStatus(path, False, str(exc)))
+        manifest_path = directory / MANIFEST
+        if manifest_path.is_file():
+            for rel, digest in json.loads(manifest_path.read_text()).items():
+                path = directory / rel
+                if not path.is_file():
+                    statuses.append(FileStatus(path, False, "missing (unpacked earlier)"))
+                    continue
+                actual = file_hash(path)
+                ok = actual == digest
+                note = "sha256 ok" if ok else f"sha256 mismatch: recorded {digest}, got {actual}"
+                statuses.append(FileStatus(path, ok, note))
+        checked = {s.path for s in statuses}
+        for path in self.required_files(root):
+            if not self._available(path):
+                statuses.append(
+                    FileStatus(path, False, f"missing; run `harness data fetch {self.name}`")
+                )
+            elif path not in checked and path.is_file():
+                statuses.append(FileStatus(path, True, "present (no checksum published)"))
+        return statuses
+
+    # -- loading ---------------------------------------------------------------------------
+    def load(
+        self,
+        root: Path,
+        split_seed: int = 42,
+        protocol: str = "paper",
+        download: bool = False,
+        **options: Any,
+    ) -> LoadedDataset:
+        from harness.datasets._core import check_options, check_protocol
+
+        check_protocol(protocol)
+        check_options(self.name, options, self.options)
+        if download and not self.present(Path(root)):
+            self.fetch(Path(root))
+        return self._load(Path(root), split_seed, protocol, **options)
+
+    def _load(self, root: Path, split_seed: int, protocol: str, **options: Any) -> LoadedDataset:
+        raise NotImplementedError

@@ -1,0 +1,1 @@
+"""One job's training, top to bottom: the loop (loop), its steps (steps, fastpath, fused, cohort), data and device (runtime), evaluation, metrics, gradients, callbacks, checkpoints, provenance and outcome."""

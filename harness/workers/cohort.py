@@ -1,0 +1,201 @@
+"""A fused seed cohort in the worker loop (`harness worker --fuse-seeds S`, docs/QUEUE.md).
+
+The worker claims up to S seeds of one paper-grid cell at once (queue.claim_cohort) and trains
+them as one fused model through the runner module's `run_jobs`. Each member keeps everything a
+single job has: its own lease and heartbeat, its epoch rows, its checkpoint
+(`<checkpoints>/<key>.pt`) and its completion, written as soon as run_jobs reports the member
+finished while the others keep training. Split from harness/workers/loop.py, which calls run_cohort.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from harness.errors import HarnessError
+from harness.queue import jobs as queue
+from harness.queue.jobs import ClaimedJob
+from harness.queue.recording import record_epoch
+from harness.store.outages import Backoff, DatabaseUnreachable
+from harness.workers.parts import Heartbeat, last_line, progress_bar
+
+
+class CohortHost(Protocol):
+    """What run_cohort needs of its worker (harness.workers.loop.Worker has it all), so this
+    module does not import the loop that calls it."""
+
+    options: Any
+    engine: Any
+    progress: bool
+    cohort_runner: tuple[Callable[..., Any], type[BaseException]] | None
+    backoff: Backoff
+    last_failure: str
+
+    def stop_requested(self) -> bool: ...
+
+    def finish(
+        self, job: ClaimedJob, checkpoint: Path, label: str, outcome: Any, sharing: int = 1
+    ) -> str: ...
+
+    def interrupted(self, lease: Any, beat: Heartbeat, label: str) -> str: ...
+
+log = logging.getLogger("harness.workers.loop")
+
+
+def load_cohort_runner(spec: str | None) -> tuple[Callable[..., Any], type[BaseException]]:
+    """The `run_jobs` of `--runner MODULE:FUNC`'s module (default harness.training.loop) and its
+    JobInterrupted: a cohort goes through the same module as single jobs."""
+    module_name = (spec or "harness.training.loop").partition(":")[0]
+    try:
+        module = importlib.import_module(module_name)
+        return module.run_jobs, module.JobInterrupted
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise HarnessError(
+            f"--fuse-seeds needs {module_name}.run_jobs: {exc}; use a harness whose training "
+            "module has run_jobs, or drop --fuse-seeds"
+        ) from None
+
+
+@dataclass
+class Member:
+    """One job of a running cohort; `result` is set once it is done, failed, released or lost."""
+
+    job: ClaimedJob
+    checkpoint: Path
+    beat: Heartbeat
+    bar: Any
+    result: str | None = None
+
+    @property
+    def label(self) -> str:
+        job = self.job
+        return f"job {job.id} {job.model}/{job.dataset}/seed {job.seed}"
+
+
+def run_cohort(worker: CohortHost, jobs: list[ClaimedJob]) -> list[str]:
+    """Run a claimed cohort; one result per job (done, failed, released or lost), in the order
+    they were settled (so quarantine counts failures in a row as they happened)."""
+    opts = worker.options
+    run_jobs, job_interrupted = worker.cohort_runner
+    members = [
+        Member(
+            job=job,
+            checkpoint=opts.checkpoints / f"{job.key}.pt",
+            beat=Heartbeat(worker.engine, job.lease, opts.lease_seconds),
+            bar=progress_bar(
+                f"job {job.id} seed {job.seed}",
+                job.spec().config.max_epochs,
+                opts.slot_index * opts.cohort_size + index,
+                worker.progress,
+            ),
+        )
+        for index, job in enumerate(jobs)
+    ]
+    log.info(
+        "claimed a cohort of %d: %s",
+        len(members),
+        ", ".join(f"job {m.job.id} attempt {m.job.attempts} (seed {m.job.seed})" for m in members),
+    )
+    for member in members:
+        log.info("claimed job %d attempt %d (%s, cohort)", member.job.id, member.job.attempts,
+                 member.label)  # fmt: skip
+    settled: list[str] = []
+    retrying = worker.backoff.call
+    # Jobs sharing the device, as recorded with every epoch row and result: a fused cohort's
+    # epoch time is the time of all its members together (Table 8 shows the count).
+    sharing = opts.slots * len(members)
+
+    def settle(member: Member, result: str) -> None:
+        member.result = result
+        settled.append(result)
+
+    def on_epoch(index: int, record: Any) -> None:
+        member = members[index]
+        written = retrying(
+            "epoch row",
+            lambda: record_epoch(
+                worker.engine, member.job.lease, record, opts.lease_seconds, sharing
+            ),
+        )
+        if not written:
+            member.beat.lost.set()
+        if member.bar is not None:
+            member.bar.n = record.epoch
+            member.bar.set_postfix(val_acc=f"{record.val_acc:.3f}", refresh=True)
+
+    def on_done(index: int, outcome: Any) -> None:
+        member = members[index]
+        member.beat.stop()
+        # How many jobs shared the device as one fused model (Table 8's epoch times).
+        outcome.extra.setdefault("fused_seeds", len(members))
+        settle(
+            member,
+            worker.finish(member.job, member.checkpoint, member.label, outcome, len(members)),
+        )
+
+    def should_stop() -> bool:
+        # One member's lost lease stops the cohort: the fused step cannot drop a member.
+        return worker.stop_requested() or any(
+            m.beat.lost.is_set() for m in members if m.result is None
+        )
+
+    for member in members:
+        member.beat.start()
+    try:
+        outcomes = run_jobs(
+            [m.job.spec() for m in members],
+            device=opts.device,
+            data_root=opts.data_root,
+            checkpoint_paths=[m.checkpoint for m in members],
+            on_epoch=on_epoch,
+            on_done=on_done,
+            should_stop=should_stop,
+            slots=opts.slots,  # processes sharing the device: splits the CPU's cores
+            progress=False,
+        )
+        # The contract calls on_done for each member; a runner that returned without doing so
+        # for one still has its outcome here.
+        for index, (member, outcome) in enumerate(zip(members, outcomes, strict=True)):
+            if member.result is None:
+                on_done(index, outcome)
+    except job_interrupted:
+        for member in _unsettled(members):
+            settle(member, worker.interrupted(member.job.lease, member.beat, member.label))
+    except KeyboardInterrupt:
+        for member in _unsettled(members):
+            member.beat.stop()
+            retrying("release", lambda m=member: queue.release(worker.engine, m.job.lease))
+            log.info("%s released (forced stop)", member.label)
+        raise
+    except DatabaseUnreachable as gone:
+        held = [m.job.id for m in _unsettled(members)]
+        for member in _unsettled(members):
+            member.beat.stop()  # nothing can be written; the leases run out, jobs requeued
+        raise DatabaseUnreachable(
+            f"{gone}; worker stopped; job(s) {', '.join(map(str, held))} stay leased to it and "
+            "go back to the queue when their leases expire (resuming from their checkpoints)"
+        ) from None
+    except Exception:
+        error = traceback.format_exc()
+        worker.last_failure = last_line()
+        for member in _unsettled(members):
+            member.beat.stop()
+            retrying("failure", lambda m=member: queue.fail(worker.engine, m.job.lease, error))
+            log.error("%s failed (cohort): %s", member.label, worker.last_failure)
+            settle(member, "failed")
+    finally:
+        for member in members:
+            if member.beat.is_alive():
+                member.beat.stop()
+            if member.bar is not None:
+                member.bar.close()
+    return settled
+
+
+def _unsettled(members: list[Member]) -> list[Member]:
+    return [m for m in members if m.result is None]

@@ -1,0 +1,89 @@
+"""The package's import graph: acyclic module by module, and subpackages import only downward.
+
+grimp reads every import statement, including those inside functions, so a cycle cannot hide
+behind a late import; the layer list below is the picture in docs/ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+import grimp
+import pytest
+
+# Top to bottom; a subpackage may import those on lower lines, never higher ones.
+# Names on one line are independent of each other.
+LAYERS: list[set[str]] = [
+    {"cli"},
+    {"commands"},
+    {"report", "workers", "bench"},
+    {"tuning", "queue"},
+    {"store", "training"},
+    {"experiment"},
+    {"models", "datasets"},
+    {"faults"},
+    {"errors"},
+]
+LEVEL = {name: depth for depth, names in enumerate(LAYERS) for name in names}
+
+
+@pytest.fixture(scope="module")
+def graph() -> grimp.ImportGraph:
+    return grimp.build_graph("harness")
+
+
+def _part(module: str) -> str:
+    return module.split(".")[1] if "." in module else "harness"
+
+
+def test_every_subpackage_has_a_layer(graph: grimp.ImportGraph) -> None:
+    parts = {_part(m) for m in graph.modules} - {"harness", "paperdata"}
+    assert parts <= set(LEVEL), f"add {sorted(parts - set(LEVEL))} to LAYERS and the doc picture"
+
+
+def test_subpackages_import_only_downward(graph: grimp.ImportGraph) -> None:
+    upward = []
+    for module in graph.modules:
+        for imported in graph.find_modules_directly_imported_by(module):
+            a, b = _part(module), _part(imported)
+            if "harness" in (a, b) or a == b:
+                continue  # harness/__init__ holds only __version__
+            if LEVEL[b] <= LEVEL[a]:
+                upward.append(f"{module} -> {imported}")
+    assert not upward, "imports against the layers:\n" + "\n".join(sorted(upward))
+
+
+def test_module_graph_has_no_cycle(graph: grimp.ImportGraph) -> None:
+    # Iterative DFS with colours; any back edge is a cycle, reported as its path.
+    white, grey, black = 0, 1, 2
+    colour = dict.fromkeys(graph.modules, white)
+    for root in sorted(graph.modules):
+        if colour[root] != white:
+            continue
+        stack = [(root, iter(sorted(graph.find_modules_directly_imported_by(root))))]
+        path = [root]
+        colour[root] = grey
+        while stack:
+            node, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                colour[node] = black
+                stack.pop()
+                path.pop()
+            elif colour[child] == grey:
+                cycle = path[path.index(child):] + [child]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            elif colour[child] == white:
+                colour[child] = grey
+                path.append(child)
+                stack.append((child, iter(sorted(graph.find_modules_directly_imported_by(child)))))
+
+
+def test_the_checks_can_fail() -> None:
+    # The cycle detector itself, on a graph built by hand with one cycle.
+    g = grimp.ImportGraph()
+    for name in ("p.a", "p.b", "p.c"):
+        g.add_module(name)
+    g.add_import(importer="p.a", imported="p.b")
+    g.add_import(importer="p.b", imported="p.c")
+    g.add_import(importer="p.c", imported="p.a")
+    with pytest.raises(pytest.fail.Exception, match="import cycle: p.a -> p.b -> p.c -> p.a"):
+        test_module_graph_has_no_cycle(g)
