@@ -2,7 +2,7 @@
 
 Injection (tests only). ``HARNESS_FAULTS="claim:0.01,complete:@3"`` makes each named point
 SIGKILL its own process with that probability per visit, or at its N-th visit (``@N``), so the
-fault suite (tests/test_faults.py) kills real workers at exact places -- inside the claim
+fault suite (tests/e2e/test_faults.py) kills real workers at exact places -- inside the claim
 transaction before its commit, mid-epoch, between a checkpoint's write and its rename, inside an
 epoch row's or the completion's transaction before the commit -- instead of only wherever a
 random signal happens to land. Each kill is first

@@ -4,6 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+_KINDS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:  # noqa: ARG001
+    """Each test is marked by its folder, so `-m unit` selects tests/unit and nothing else."""
+    for item in items:
+        kind = next((part for part in item.path.parts if part in _KINDS), None)
+        if kind is None:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in tests/unit, tests/integration or tests/e2e")
+        item.add_marker(getattr(pytest.mark, kind))
+
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(
@@ -22,7 +33,7 @@ def sqlite_url(tmp_path) -> str:
 
 @pytest.fixture(scope="session")
 def pg_server():
-    """A real PostgreSQL server for the whole session (tests/pg_server.py), stopped at the end.
+    """A real PostgreSQL server for the whole session (tests/helpers/pg_server.py), stopped at the end.
 
     Without PostgreSQL's binaries or psycopg the tests that use it are skipped, saying what to
     install -- unless HARNESS_REQUIRE_POSTGRES=1 (CI), where they fail instead.
@@ -66,7 +77,7 @@ def postgres_url(pg_server, request) -> str:
 _DATABASE_COUNT = [0]
 
 
-# The fault suite's figures (tests/test_faults.py): one line per run, printed after the tests so
+# The fault suite's figures (tests/e2e/test_faults.py): one line per run, printed after the tests so
 # CI's log shows them (e.g. "faults[sqlite]: 1000 jobs, 16 workers, 0 duplicates, 0 lost, ...").
 _FAULT_FIGURES = pytest.StashKey[list]()
 

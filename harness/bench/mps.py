@@ -8,7 +8,7 @@ happened. A CUDA process that cannot reach a daemon silently runs without MPS, s
 served the jobs is read back from the daemon (`get_server_list`) before it is stopped.
 
 Not testable without a GPU and the NVIDIA tools: the CPU tests cover the "not available" paths
-and the start/stop bookkeeping with a stand-in executable (tests/test_bench.py).
+and the start/stop bookkeeping with a stand-in executable (tests/integration/test_bench.py).
 """
 
 from __future__ import annotations

@@ -244,7 +244,7 @@ class JobSpec:
 def check_cohort(specs: list[JobSpec], paths: list[Any]) -> TrainConfig:
     """The shared TrainConfig of a cohort for harness.training.loop.run_jobs (one checkpoint path or
     None per member), after refusing what cannot train together. Torch-free, so the test
-    stand-in for run_jobs (tests/fault_runner.py) refuses exactly what the real one does."""
+    stand-in for run_jobs (tests/helpers/fault_runner.py) refuses exactly what the real one does."""
     if not specs:
         raise HarnessError("run_jobs needs at least one job")
     if len(paths) != len(specs):

@@ -129,7 +129,7 @@ def precision_recall_f1(
 ) -> tuple[float, float, float]:
     """sklearn.metrics.precision_recall_fscore_support(truth, predictions, average=average,
     zero_division=0) for "macro" and "weighted", in numpy (scikit-learn's import costs a
-    worker seconds; tests/test_metrics.py checks the two agree). Over the labels present in
+    worker seconds; tests/unit/test_metrics.py checks the two agree). Over the labels present in
     either array; a ratio with a zero denominator counts 0."""
     labels = np.union1d(truth, predictions)
     hits = predictions[:, None] == labels[None, :]

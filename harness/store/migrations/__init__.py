@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 VERSION_TABLE = "harness_alembic_version"
 # The newest revision in versions/, written out so the check every command makes does not
-# import Alembic (~0.3 s); tests/test_migrations.py fails when it disagrees with versions/.
+# import Alembic (~0.3 s); tests/integration/test_migrations.py fails when it disagrees with versions/.
 HEAD = "0003"
 SCRIPT_LOCATION = Path(__file__).resolve().parent
 # Columns by which a database without a version table shows which revision wrote it.

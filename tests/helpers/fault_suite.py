@@ -1,6 +1,6 @@
 """The fault suite's supervisor: real `harness worker` processes, killed and replaced.
 
-`FaultRun` starts N worker processes running the stand-in runner (tests/fault_runner.py), keeps N
+`FaultRun` starts N worker processes running the stand-in runner (tests/helpers/fault_runner.py), keeps N
 alive (a dead one is replaced at once), SIGKILLs random ones at random moments, and lets the
 workers SIGKILL themselves at exact points through HARNESS_FAULTS (harness/faults.py). When every
 job is done it stops them with SIGTERM and `check()` reads the truth back from the database,
@@ -25,15 +25,15 @@ from sqlalchemy.orm import Session
 
 from harness.store.schema import EpochRow, GradientLayer, Job, Result, WorkerRow
 
-TESTS = Path(__file__).resolve().parent
+HELPERS = Path(__file__).resolve().parent  # tests/helpers: fault_runner importable
 RUNNER = "fault_runner:run_job"
 
 
 def worker_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """The environment of a stand-in worker: tests/ importable, its own log and checkpoints."""
+    """The environment of a stand-in worker: tests/helpers importable, its own log and checkpoints."""
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(HELPERS), os.environ.get("PYTHONPATH")])),
         "HARNESS_CHECKPOINTS": str(tmp_path / "checkpoints"),
         "HARNESS_DATA": str(tmp_path / "data"),
         "FAULT_RUNNER_LOG": str(tmp_path / "runs.log"),

@@ -1,4 +1,4 @@
-"""The queue on both backends: a real SQLite file and a real PostgreSQL server (tests/pg_server.py).
+"""The queue on both backends: a real SQLite file and a real PostgreSQL server (tests/helpers/pg_server.py).
 
 Each test runs once per backend; the PostgreSQL runs are skipped (or fail, with
 HARNESS_REQUIRE_POSTGRES=1) when the server binaries are not installed.

@@ -22,7 +22,7 @@ from harness.cli import main
 from harness.datasets import _source
 from harness.datasets.download import Remote, download, safe_extract
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

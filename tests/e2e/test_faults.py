@@ -4,7 +4,7 @@ points, on SQLite and on PostgreSQL; a database that goes away; a device that fa
 Figures (printed at the end of the test session by tests/conftest.py): 16 workers x 1,000 tiny
 jobs per database -> 0 duplicates, 0 lost, every job with one result row, epoch rows 1..n once
 each and all its gradient rows, every extra claim explained by a kill. The jobs are the stand-in
-runner's (tests/fault_runner.py): everything but the training is the real harness.
+runner's (tests/helpers/fault_runner.py): everything but the training is the real harness.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""harness.training.gradients on small hand-built modules (real models: tests/test_train_models.py)."""
+"""harness.training.gradients on small hand-built modules (real models: tests/unit/test_train_models.py)."""
 
 from __future__ import annotations
 

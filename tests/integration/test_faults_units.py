@@ -33,8 +33,7 @@ def test_stand_in_and_the_recording_path_import_no_torch():
         "import sys, fault_runner, harness.workers.loop, harness.queue.recording, harness.training.metrics; "
         "print(sorted(m for m in ('torch', 'sklearn') if m in sys.modules))"
     )
-    tests_dir = Path(__file__).parent
-    env = {**os.environ, "PYTHONPATH": str(tests_dir)}
+    env = {**os.environ, "PYTHONPATH": str(Path(fault_runner.__file__).parent)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
 

@@ -1,6 +1,6 @@
 """A stand-in for harness.training.loop.run_job that trains nothing: the fault suite's tiny jobs.
 
-`harness worker --runner fault_runner:run_job` (with tests/ on PYTHONPATH) runs it in place of
+`harness worker --runner fault_runner:run_job` (with tests/helpers on PYTHONPATH) runs it in place of
 the real training, so 16 real worker processes can push 1,000 jobs through the real claim,
 heartbeat, fencing, epoch-row, completion, failure and release paths in seconds. It keeps
 run_job's contract (signature, should_stop polled between "batches", an atomic checkpoint after
@@ -273,7 +273,7 @@ def _outcome(history: list[EpochRecord], resumed: int, device: str, slots: int) 
         params=1000,
         epochs=history,
         gradient_layers=layers,
-        provenance={"runner": "tests/fault_runner.py", "pid": os.getpid()},
+        provenance={"runner": "tests/helpers/fault_runner.py", "pid": os.getpid()},
         extra={"resumed_after_epoch": resumed, "slots": slots},
         device=device,
     )

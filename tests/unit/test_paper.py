@@ -11,7 +11,7 @@ import yaml
 from harness.errors import HarnessError
 from harness.experiment.paper import find_paper_value, paper_claims, paper_value, paper_values
 
-PAPERDATA = Path(__file__).resolve().parents[1] / "harness" / "paperdata"
+PAPERDATA = Path(__file__).resolve().parents[2] / "harness" / "paperdata"
 
 
 def test_paper_values_has_every_row_with_database_units():

@@ -1,7 +1,7 @@
 """Fused seed cohorts (`harness worker --fuse-seeds S`) on real databases and real processes.
 
 The claim (queue.claim_cohort) runs on SQLite and PostgreSQL; the worker runs the stand-in
-runner (tests/fault_runner.py: run_jobs trains nothing, keeps the contract), so everything but
+runner (tests/helpers/fault_runner.py: run_jobs trains nothing, keeps the contract), so everything but
 the fused training itself is the real harness: claims, leases, heartbeats, epoch rows,
 completions, releases, failures, checkpoints, the signal handler.
 """
@@ -157,7 +157,7 @@ def _epochs(engine) -> dict[int, list[int]]:
 
 
 def _early_stop(seed: int, max_epochs: int) -> int:
-    """The stand-in's last epoch with FAULT_RUNNER_EARLY_STOP=1 (tests/fault_runner.py)."""
+    """The stand-in's last epoch with FAULT_RUNNER_EARLY_STOP=1 (tests/helpers/fault_runner.py)."""
     return max(1, max_epochs - seed % 3)
 
 
