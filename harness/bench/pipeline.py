@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from harness.datasets.gpu import BatchAugment, DeviceSplit
-from harness.datasets.gpu.shapes import SHAPES, DataShape
+from harness.datasets.gpu.shapes import SHAPES
+from harness.datasets.shape import DataShape
 from harness.errors import HarnessError
 from harness.training.fastpath import FastStep, make_adam
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from harness.datasets._core import DatasetError, LoadedDataset, file_hash
 from harness.datasets.download import Remote, check_file, download
+from harness.datasets.shape import DataShape
 
 MANIFEST = ".manifest.json"
 
@@ -26,6 +27,8 @@ class Source:
     (and `_prepare` when downloaded files must be unpacked)."""
 
     name: str = ""
+    label: str = ""  # the paper's name for it, as the report prints it ("CIFAR-10")
+    shape: DataShape | None = None  # for the benchmarks; None = not benchmarked
     remotes: tuple[Remote, ...] = ()
     manual: str | None = None  # manual-download instructions when there is no automatic fetch
     options: tuple[str, ...] = ()

@@ -22,6 +22,7 @@ from harness.datasets._core import (
 )
 from harness.datasets._source import Source
 from harness.datasets.download import Remote, safe_extract
+from harness.datasets.shape import DataShape
 from harness.datasets.splits import random_split
 
 # Published by the CIFAR authors; the same URL and md5 torchvision uses.
@@ -62,8 +63,13 @@ def _reader() -> type:
     return _TorchvisionCIFAR10
 
 
+SHAPE = DataShape("cifar10", 3, (32, 32), None, 10, *EXPECTED_SIZES[:2], MEAN, STD, TRAIN_AUGMENT)
+
+
 class Cifar10Source(Source):
     name = "cifar10"
+    label = "CIFAR-10"
+    shape = SHAPE
     remotes = (ARCHIVE,)
 
     def required_files(self, root: Path, **options: Any) -> list[Path]:

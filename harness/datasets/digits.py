@@ -49,6 +49,7 @@ def _digits_csv() -> np.ndarray:
 
 class DigitsSource(Source):
     name = "digits"
+    label = "Digits (embedded)"
 
     def required_files(self, root: Path, **options: Any) -> list[Path]:
         return []

@@ -23,6 +23,7 @@ from harness.datasets._core import (
 )
 from harness.datasets._source import Source
 from harness.datasets.download import Remote, gunzip
+from harness.datasets.shape import DataShape
 from harness.datasets.splits import random_split
 
 _BASE = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"
@@ -72,8 +73,13 @@ TRAIN_AUGMENT = (
 )
 
 
+SHAPE = DataShape("fashionmnist", 1, (28, 28), None, 10, *EXPECTED_SIZES[:2], MEAN, STD, TRAIN_AUGMENT)
+
+
 class FashionMnistSource(Source):
     name = "fashionmnist"
+    label = "FashionMNIST"
+    shape = SHAPE
     remotes = REMOTES
 
     def directory(self, root: Path) -> Path:

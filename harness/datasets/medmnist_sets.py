@@ -24,6 +24,7 @@ from harness.datasets._core import (
 )
 from harness.datasets._source import Source
 from harness.datasets.download import Remote
+from harness.datasets.shape import DataShape
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # Table 2 uses ImageNet statistics for both sets
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -66,6 +67,8 @@ EXPECTED_SIZES = {
     "tissuemnist": (165_466, 23_640, 47_280),
     "bloodmnist": (11_959, 1_712, 3_421),
 }
+LABELS = {"tissuemnist": "TissueMNIST", "bloodmnist": "BloodMNIST"}
+NUM_CLASSES = {"tissuemnist": 8, "bloodmnist": 8}
 
 
 class MedMnistSource(Source):
@@ -75,6 +78,12 @@ class MedMnistSource(Source):
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.label = LABELS[name]
+        # Held at 28x28 (the paper's file), resized to 64 on the device; RGB for both (Table 2).
+        self.shape = DataShape(
+            name, 3, (28, 28), (64, 64), NUM_CLASSES[name], *EXPECTED_SIZES[name][:2],
+            IMAGENET_MEAN, IMAGENET_STD, TRAIN_AUGMENT,
+        )
         self.remotes = tuple(REMOTES[name].values())  # `verify` checks whichever are present
 
     def fetch(self, root: Path, mirror: str | None = None) -> None:

@@ -28,6 +28,7 @@ from harness.datasets._core import (
 )
 from harness.datasets._source import Source
 from harness.datasets.download import safe_extract
+from harness.datasets.shape import DataShape
 from harness.datasets.splits import random_split
 
 PAGE = "https://data.mendeley.com/datasets/zr7vgbcyr2/1"
@@ -53,8 +54,16 @@ MANUAL = (
 _CACHE = ".decoded-224.npz"
 
 
+SHAPE = DataShape(
+    "padufes20", 3, (SIZE, SIZE), (SIZE, SIZE), len(CLASSES), *EXPECTED_SIZES[:2],
+    IMAGENET_MEAN, IMAGENET_STD, TRAIN_AUGMENT, batch_size=64,
+)
+
+
 class PadUfes20Source(Source):
     name = "padufes20"
+    label = "PAD-UFES-20"
+    shape = SHAPE
     manual = MANUAL
     options = ("patient_split",)
 

@@ -22,6 +22,7 @@ from harness.datasets._core import (
 )
 from harness.datasets._source import Source
 from harness.datasets.download import Remote, gunzip
+from harness.datasets.shape import DataShape
 
 _ZENODO = "https://zenodo.org/records/2546921/files"
 _STEM = "camelyonpatch_level_2_split"
@@ -100,8 +101,13 @@ class H5Images:
         return out if dtype is None else out.astype(dtype)
 
 
+SHAPE = DataShape("pcam", 3, (96, 96), None, 2, *EXPECTED_SIZES[:2], IMAGENET_MEAN, IMAGENET_STD)
+
+
 class PcamSource(Source):
     name = "pcam"
+    label = "PCam"
+    shape = SHAPE
     remotes = REMOTES
 
     def h5_files(self, root: Path) -> list[tuple[Path, Path]]:

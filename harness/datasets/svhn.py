@@ -22,6 +22,7 @@ from harness.datasets._core import (
 )
 from harness.datasets._source import Source
 from harness.datasets.download import Remote
+from harness.datasets.shape import DataShape
 from harness.datasets.splits import random_split
 
 _BASE = "http://ufldl.stanford.edu/housenumbers"
@@ -54,8 +55,14 @@ def _reader() -> type:
     return _TorchvisionSVHN
 
 
+# Without `extra` (the reference-code quirk merges it: 441,294 train).
+SHAPE = DataShape("svhn", 3, (32, 32), None, 10, *EXPECTED_SIZES[False][:2], MEAN, STD)
+
+
 class SvhnSource(Source):
     name = "svhn"
+    label = "SVHN"
+    shape = SHAPE
     remotes = tuple(REMOTES.values())
     options = ("merge_extra",)
 

@@ -27,6 +27,7 @@ from harness.datasets._core import (
 )
 from harness.datasets._source import Source
 from harness.datasets.download import Remote, safe_extract
+from harness.datasets.shape import DataShape
 from harness.datasets.splits import random_split
 
 ARCHIVE = Remote(
@@ -42,8 +43,13 @@ SIZE = 64
 _CACHE = ".decoded.npz"  # 110,000 JPEGs take minutes to decode; the uint8 array is 1.35 GB
 
 
+SHAPE = DataShape("tinyimagenet", 3, (SIZE, SIZE), None, 200, *EXPECTED_SIZES[:2], IMAGENET_MEAN, IMAGENET_STD)
+
+
 class TinyImageNetSource(Source):
     name = "tinyimagenet"
+    label = "Tiny ImageNet"
+    shape = SHAPE
     remotes = (ARCHIVE,)
 
     def tree(self, root: Path) -> Path:

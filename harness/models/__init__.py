@@ -52,15 +52,6 @@ from harness.models.gradattn import TRANSFORMER_DEFAULTS, GradAttn
 from harness.models.resnet import ResNet
 from harness.models.rope import DEFAULT_ROPE_BASE
 
-MODEL_NAMES: tuple[str, ...] = (
-    "resnet18",
-    "gradattn_nope",
-    "gradattn_learnable",
-    "gradattn_rope",
-    "se_resnet18",
-    "cbam_resnet18",
-)
-
 _INT_OVERRIDES = {
     "d_model",
     "nhead",
@@ -73,6 +64,7 @@ _INT_OVERRIDES = {
 
 @dataclass(frozen=True)
 class _Spec:
+    label: str  # the paper's name for it, as the report's tables print it
     description: str
     builder: Callable[..., nn.Module]
     defaults: dict[str, Any]
@@ -97,36 +89,47 @@ def _cbam_resnet18(
 
 _SPECS: dict[str, _Spec] = {
     "resnet18": _Spec(
+        "ResNet-18",
         "ResNet-18 (ImageNet stem, 8 BasicBlocks, projection shortcuts); the baseline",
         _resnet18,
         {},
     ),
     "gradattn_nope": _Spec(
+        "No PE",
         "GradAttn: skip-free ResNet-18, 5 stage tokens, 3-layer Transformer, no positional encoding",
         partial(GradAttn, positional="none"),
         dict(TRANSFORMER_DEFAULTS),
     ),
     "gradattn_learnable": _Spec(
+        "Learnable PE",
         "GradAttn with a learnable (1, 5, d) positional embedding added to the tokens",
         partial(GradAttn, positional="learnable"),
         dict(TRANSFORMER_DEFAULTS),
     ),
     "gradattn_rope": _Spec(
+        "RoPE",
         "GradAttn with rotary position embedding (rotate-half, base 10000) on queries and keys",
         partial(GradAttn, positional="rope"),
         {**TRANSFORMER_DEFAULTS, "rope_base": DEFAULT_ROPE_BASE},
     ),
     "se_resnet18": _Spec(
+        "SE-ResNet-18",
         "ResNet-18 with squeeze-and-excitation (r=16) on every block's residual branch",
         _se_resnet18,
         {"reduction": 16},
     ),
     "cbam_resnet18": _Spec(
+        "CBAM-ResNet-18",
         "ResNet-18 with CBAM (channel r=16, then 7x7 spatial) on every block's residual branch",
         _cbam_resnet18,
         {"reduction": 16, "spatial_kernel": 7},
     ),
 }
+
+
+# The registry is _SPECS above: one entry per model; the names and labels derive from it.
+MODEL_NAMES: tuple[str, ...] = tuple(_SPECS)
+MODEL_LABELS: dict[str, str] = {name: spec.label for name, spec in _SPECS.items()}
 
 
 def _spec(name: str) -> _Spec:
@@ -180,6 +183,7 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 
 
 __all__ = [
+    "MODEL_LABELS",
     "MODEL_NAMES",
     "build_model",
     "count_parameters",

@@ -14,10 +14,11 @@ from typing import Any
 
 import pandas as pd
 
+from harness.models import MODEL_LABELS
 from harness.report.arms import Arm
 from harness.report.audit_table import AuditTable, cell
 from harness.report.differences import dataset_differences
-from harness.report.tables import DATASET_LABELS, MODEL_LABELS, label
+from harness.report.tables import DATASET_LABELS, label
 from harness.report.tuned import tuned_tables, tuning_table
 
 

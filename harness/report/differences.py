@@ -18,11 +18,12 @@ import numpy as np
 import pandas as pd
 
 from harness.experiment.config import QUIRKS, REPORT_TIME_QUIRKS, quirk_applies
+from harness.models import MODEL_LABELS
 from harness.report import stats
 from harness.report.arms import Arm
 from harness.report.audit_table import AuditTable, cell, delta, estimate_text, value
 from harness.report.load import PRIMARY_GHS
-from harness.report.tables import DATASET_LABELS, MODEL_LABELS, TABLE9_MODELS, label
+from harness.report.tables import DATASET_LABELS, TABLE9_MODELS, label
 
 PAPER, REFERENCE = "paper", "reference-code"
 DIFF_METRICS = ("top1", "ece", "epochs_run", PRIMARY_GHS)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from harness.models import MODEL_LABELS
 from harness.report.audit import Audit, variance_audit_table
 from harness.report.audit_table import AuditTable
 from harness.report.data import ReportData, is_missing, provenance_items
@@ -22,7 +23,6 @@ from harness.report.tables import (
     DATASET_LABELS,
     LEGEND,
     METRIC_LABELS,
-    MODEL_LABELS,
     ReportTable,
     cell_text,
     label,

@@ -21,7 +21,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import NullLocator  # noqa: E402
 
 from harness.experiment.paper import find_paper_value  # noqa: E402
-from harness.report.tables import DATASET_LABELS, MODEL_LABELS, TABLE9_MODELS, label  # noqa: E402
+from harness.models import MODEL_LABELS
+from harness.report.tables import DATASET_LABELS, TABLE9_MODELS, label  # noqa: E402
 
 DPI = 80
 GRADATTN_MODELS = ("gradattn_nope", "gradattn_learnable", "gradattn_rope")

@@ -10,6 +10,7 @@ import jinja2
 from markupsafe import Markup
 
 from harness import __version__
+from harness.models import MODEL_LABELS
 from harness.report.audit import Audit, variance_audit_table
 from harness.report.data import (
     ProtocolReport,
@@ -23,7 +24,6 @@ from harness.report.tables import (
     DATASET_LABELS,
     LEGEND,
     METRIC_LABELS,
-    MODEL_LABELS,
     ReportTable,
     fmt,
     label,

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.datasets import DATASET_NAMES, get_source
 from harness.experiment.paper import paper_values
 from harness.report import stats
 from harness.report.signed_rank import normalise, signed_rank
@@ -26,26 +27,9 @@ TABLE9_MODELS = (*MAIN_MODELS[:1], "se_resnet18", "cbam_resnet18", *MAIN_MODELS[
 TABLE9_BASELINES = ("resnet18", "se_resnet18", "cbam_resnet18")
 ALPHA = 0.05
 
-MODEL_LABELS = {
-    "resnet18": "ResNet-18",
-    "gradattn_nope": "No PE",
-    "gradattn_learnable": "Learnable PE",
-    "gradattn_rope": "RoPE",
-    "se_resnet18": "SE-ResNet-18",
-    "cbam_resnet18": "CBAM-ResNet-18",
-}
 BASELINE_SHORT = {"resnet18": "R", "se_resnet18": "SE", "cbam_resnet18": "CBAM"}
-DATASET_LABELS = {
-    "tinyimagenet": "Tiny ImageNet",
-    "svhn": "SVHN",
-    "cifar10": "CIFAR-10",
-    "fashionmnist": "FashionMNIST",
-    "tissuemnist": "TissueMNIST",
-    "bloodmnist": "BloodMNIST",
-    "pcam": "PCam",
-    "padufes20": "PAD-UFES-20",
-    "digits": "Digits (embedded)",
-}
+# Table 3 names, from each dataset's own module (Source.label).
+DATASET_LABELS = {name: get_source(name).label for name in DATASET_NAMES}
 METRIC_LABELS = {
     "top1": "Top-1 (%)",
     "top3": "Top-3 (%)",

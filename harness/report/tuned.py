@@ -16,12 +16,13 @@ import numpy as np
 import pandas as pd
 
 from harness.experiment.config import PROTOCOLS
+from harness.models import MODEL_LABELS
 from harness.report import stats
 from harness.report.arms import Arm
 from harness.report.audit_table import AuditTable, cell, delta, estimate_text, finite, value
 from harness.report.claim_parts import GRADATTN_VARIANTS
 from harness.report.differences import models_in, paired_between
-from harness.report.tables import BASELINE, DATASET_LABELS, MODEL_LABELS, label
+from harness.report.tables import BASELINE, DATASET_LABELS, label
 
 
 def _hp_text(frame: pd.DataFrame, name: str) -> str:

@@ -20,6 +20,34 @@ def _check_split_shapes(ds, channels, side):
         assert split.images.dtype == np.uint8
         assert tuple(split.images.shape[1:]) == (channels, side, side)
         assert split.labels.dtype == np.int64 and split.labels.shape == (len(split.images),)
+    _agrees_with_declared_shape(ds)
+
+
+def _agrees_with_declared_shape(ds):
+    """The DataShape a module declares for the benchmarks is what its loader produces."""
+    shape = datasets.get_source(ds.meta.name).shape
+    if shape is None:
+        return
+    meta = ds.meta
+    assert shape.channels == meta.channels
+    if meta.name != "tinyimagenet":  # its classes come from the files' wnids.txt (3 here)
+        assert shape.num_classes == meta.num_classes
+    assert (tuple(shape.mean), tuple(shape.std)) == (tuple(meta.mean), tuple(meta.std))
+    assert tuple(shape.augment) == tuple(meta.train_augment)
+    if meta.options.get("medmnist_size", 28) == 28:  # the 64x64 MedMNIST file is the exception
+        assert tuple(ds.train.images.shape[2:]) == shape.stored_size
+    assert shape.image_size == tuple(meta.image_size)
+
+
+def test_every_registered_source_declares_name_label_and_shape():
+    labels = set()
+    for name in datasets.REGISTRY:
+        source = datasets.get_source(name)
+        assert source.name == name and source.label and source.label not in labels
+        labels.add(source.label)
+        if name in datasets.PAPER_DATASETS:
+            assert source.shape is not None and source.shape.name == name
+            assert source.shape.train_size > source.shape.val_size > 0
 
 
 def test_cifar10_merges_train_and_test_and_splits(tmp_path):
