@@ -1,10 +1,11 @@
-"""A fused seed cohort in the worker loop (`harness worker --fuse-seeds S`, docs/QUEUE.md).
+"""The one path from claimed jobs to their recorded results: `run_cohort`.
 
-The worker claims up to S seeds of one paper-grid cell at once (queue.claim_cohort) and trains
-them as one fused model through the runner module's `run_jobs`. Each member keeps everything a
-single job has: its own lease and heartbeat, its epoch rows, its checkpoint
-(`<checkpoints>/<key>.pt`) and its completion, written as soon as run_jobs reports the member
-finished while the others keep training. Split from harness/workers/loop.py, which calls run_cohort.
+A worker claims one job, or with `--fuse-seeds S` up to S seeds of one paper-grid cell
+(queue.claim_cohort, docs/QUEUE.md). A cohort of one is a cohort: it goes through the same
+leases, heartbeats, epoch rows, checkpoints (`<checkpoints>/<key>.pt`) and completions, and
+only the trainer differs: the runner's `run_job` for one job, its fused `run_jobs` for several.
+Each member's completion is written as soon as the trainer reports it finished, while the
+others keep training. Split from harness/workers/loop.py, which calls run_cohort.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class CohortHost(Protocol):
     options: Any
     engine: Any
     progress: bool
+    runner: tuple[Callable[..., Any], type[BaseException]]
     cohort_runner: tuple[Callable[..., Any], type[BaseException]] | None
     backoff: Backoff
     last_failure: str
@@ -61,6 +63,20 @@ def load_cohort_runner(spec: str | None) -> tuple[Callable[..., Any], type[BaseE
         ) from None
 
 
+def one_job_trainer(run_job: Callable[..., Any]) -> Callable[..., list[Any]]:
+    """`run_job` behind run_jobs' contract, so a cohort of one trains by the single-job path."""
+
+    def run_jobs(specs: list[Any], *, checkpoint_paths: list[Path], on_epoch: Callable,
+                 on_done: Callable, **options: Any) -> list[Any]:  # fmt: skip
+        (spec,), (checkpoint,) = specs, checkpoint_paths
+        outcome = run_job(spec, checkpoint_path=checkpoint,
+                          on_epoch=lambda record: on_epoch(0, record), **options)  # fmt: skip
+        on_done(0, outcome)
+        return [outcome]
+
+    return run_jobs
+
+
 @dataclass
 class Member:
     """One job of a running cohort; `result` is set once it is done, failed, released or lost."""
@@ -78,17 +94,23 @@ class Member:
 
 
 def run_cohort(worker: CohortHost, jobs: list[ClaimedJob]) -> list[str]:
-    """Run a claimed cohort; one result per job (done, failed, released or lost), in the order
-    they were settled (so quarantine counts failures in a row as they happened)."""
+    """Run claimed jobs (one, or a fused cohort); one result per job (done, failed, released or
+    lost), in the order they were settled (so quarantine counts failures in a row as they
+    happened)."""
     opts = worker.options
-    run_jobs, job_interrupted = worker.cohort_runner
+    fused = len(jobs) > 1
+    if fused:
+        run_jobs, job_interrupted = worker.cohort_runner
+    else:
+        run_job, job_interrupted = worker.runner
+        run_jobs = one_job_trainer(run_job)
     members = [
         Member(
             job=job,
             checkpoint=opts.checkpoints / f"{job.key}.pt",
             beat=Heartbeat(worker.engine, job.lease, opts.lease_seconds),
             bar=progress_bar(
-                f"job {job.id} seed {job.seed}",
+                f"job {job.id} seed {job.seed}" if fused else f"job {job.id} {job.model}/{job.dataset}/seed {job.seed}",
                 job.spec().config.max_epochs,
                 opts.slot_index * opts.cohort_size + index,
                 worker.progress,
@@ -96,14 +118,16 @@ def run_cohort(worker: CohortHost, jobs: list[ClaimedJob]) -> list[str]:
         )
         for index, job in enumerate(jobs)
     ]
-    log.info(
-        "claimed a cohort of %d: %s",
-        len(members),
-        ", ".join(f"job {m.job.id} attempt {m.job.attempts} (seed {m.job.seed})" for m in members),
-    )
+    if fused:
+        log.info(
+            "claimed a cohort of %d: %s",
+            len(members),
+            ", ".join(f"job {m.job.id} attempt {m.job.attempts} (seed {m.job.seed})" for m in members),
+        )
+    cohort = ", cohort" if fused else ""
     for member in members:
-        log.info("claimed job %d attempt %d (%s, cohort)", member.job.id, member.job.attempts,
-                 member.label)  # fmt: skip
+        log.info("claimed job %d attempt %d (%s%s)", member.job.id, member.job.attempts,
+                 member.label, cohort)  # fmt: skip
     settled: list[str] = []
     retrying = worker.backoff.call
     # Jobs sharing the device, as recorded with every epoch row and result: a fused cohort's
@@ -131,8 +155,8 @@ def run_cohort(worker: CohortHost, jobs: list[ClaimedJob]) -> list[str]:
     def on_done(index: int, outcome: Any) -> None:
         member = members[index]
         member.beat.stop()
-        # How many jobs shared the device as one fused model (Table 8's epoch times).
-        outcome.extra.setdefault("fused_seeds", len(members))
+        if fused:  # how many jobs shared the device as one fused model (Table 8's epoch times)
+            outcome.extra.setdefault("fused_seeds", len(members))
         settle(
             member,
             worker.finish(member.job, member.checkpoint, member.label, outcome, len(members)),
@@ -176,17 +200,20 @@ def run_cohort(worker: CohortHost, jobs: list[ClaimedJob]) -> list[str]:
         held = [m.job.id for m in _unsettled(members)]
         for member in _unsettled(members):
             member.beat.stop()  # nothing can be written; the leases run out, jobs requeued
-        raise DatabaseUnreachable(
-            f"{gone}; worker stopped; job(s) {', '.join(map(str, held))} stay leased to it and "
-            "go back to the queue when their leases expire (resuming from their checkpoints)"
-        ) from None
+        if len(held) == 1:
+            where = (f"job {held[0]} stays leased to it and goes back to the queue when its "
+                     "lease expires (resuming from its checkpoint)")  # fmt: skip
+        else:
+            where = (f"job(s) {', '.join(map(str, held))} stay leased to it and go back to the "
+                     "queue when their leases expire (resuming from their checkpoints)")  # fmt: skip
+        raise DatabaseUnreachable(f"{gone}; worker stopped; {where}") from None
     except Exception:
         error = traceback.format_exc()
         worker.last_failure = last_line()
         for member in _unsettled(members):
             member.beat.stop()
             retrying("failure", lambda m=member: queue.fail(worker.engine, m.job.lease, error))
-            log.error("%s failed (cohort): %s", member.label, worker.last_failure)
+            log.error("%s failed%s: %s", member.label, cohort, worker.last_failure)
             settle(member, "failed")
     finally:
         for member in members:

@@ -36,12 +36,12 @@ from sqlalchemy.engine import Engine
 
 from harness.queue import jobs as queue
 from harness.queue.jobs import ClaimedJob, Lease
-from harness.queue.recording import complete, record_epoch
+from harness.queue.recording import complete
 from harness.store.outages import DB_ERRORS, Backoff, DatabaseUnreachable, first_line
 from harness.store.schema import Job
 from harness.training.checkpoint import stray_temporaries
 from harness.workers.cohort import load_cohort_runner, run_cohort
-from harness.workers.parts import Heartbeat, last_line, load_runner, progress_bar
+from harness.workers.parts import Heartbeat, last_line, load_runner
 from harness.workers.processes import run_slot_processes, run_worker_processes
 
 __all__ = ["Worker", "WorkerOptions", "WorkerSummary", "run_slot_processes", "run_worker_processes"]
@@ -184,8 +184,7 @@ class Worker:
                     self._stop.wait(opts.poll_seconds)
                     continue
                 try:
-                    # One claimed job takes the single path (run_job), whatever cohort_size.
-                    results = [self.run_one(jobs[0])] if len(jobs) == 1 else run_cohort(self, jobs)
+                    results = run_cohort(self, jobs)  # a cohort of one is a cohort
                 except DatabaseUnreachable as gone:
                     summary.stop_reason = str(gone)
                     raise
@@ -266,77 +265,6 @@ class Worker:
             busy = busy.where(Job.id.not_in(besides))
         with self.engine.connect() as conn:
             return bool(conn.execute(busy).scalar_one())
-
-    def run_one(self, job: ClaimedJob) -> str:
-        """Run one claimed job; returns done, failed, released or lost."""
-        try:
-            return self._run_one(job)
-        except DatabaseUnreachable as gone:
-            raise DatabaseUnreachable(
-                f"{gone}; worker stopped; job {job.id} stays leased to it and goes back to the "
-                "queue when its lease expires (resuming from its checkpoint)"
-            ) from None
-
-    def _run_one(self, job: ClaimedJob) -> str:
-        run_job, job_interrupted = self.runner
-        opts = self.options
-        lease = job.lease
-        label = f"job {job.id} {job.model}/{job.dataset}/seed {job.seed}"
-        log.info("claimed job %d attempt %d (%s)", job.id, job.attempts, label)
-        spec = job.spec()
-        checkpoint = opts.checkpoints / f"{job.key}.pt"
-        beat = Heartbeat(self.engine, lease, opts.lease_seconds)
-        bar = progress_bar(label, spec.config.max_epochs, opts.slot_index, self.progress)
-        retrying = self.backoff.call
-
-        def on_epoch(record: Any) -> None:
-            written = retrying(
-                "epoch row",
-                lambda: record_epoch(self.engine, lease, record, opts.lease_seconds, opts.slots),
-            )
-            if not written:
-                beat.lost.set()
-            if bar is not None:
-                bar.n = record.epoch
-                bar.set_postfix(val_acc=f"{record.val_acc:.3f}", refresh=True)
-
-        def should_stop() -> bool:
-            return self._stop.is_set() or beat.lost.is_set()
-
-        beat.start()
-        try:
-            outcome = run_job(
-                spec,
-                device=opts.device,
-                data_root=opts.data_root,
-                checkpoint_path=checkpoint,
-                on_epoch=on_epoch,
-                should_stop=should_stop,
-                slots=opts.slots,
-                progress=False,
-            )
-        except job_interrupted:
-            return self.interrupted(lease, beat, label)
-        except KeyboardInterrupt:
-            beat.stop()
-            retrying("release", lambda: queue.release(self.engine, lease))
-            log.info("%s released (forced stop)", label)
-            raise
-        except DatabaseUnreachable:
-            beat.stop()  # nothing can be written; the lease runs out and the job is requeued
-            raise
-        except Exception:
-            beat.stop()
-            error = traceback.format_exc()
-            self.last_failure = last_line()
-            retrying("failure", lambda: queue.fail(self.engine, lease, error))
-            log.error("%s failed: %s", label, self.last_failure)
-            return "failed"
-        finally:
-            if bar is not None:
-                bar.close()
-        beat.stop()
-        return self.finish(job, checkpoint, label, outcome)
 
     def finish(
         self, job: ClaimedJob, checkpoint: Path, label: str, outcome: Any, sharing: int = 1
