@@ -92,6 +92,37 @@ def run_job(
     )[0]
 
 
+@dataclass
+class _Run:
+    """What every member of a running cohort shares: the data, where it runs, how it stops."""
+
+    data: Any
+    config: Any  # the cohort's TrainConfig (check_cohort: the same for every member)
+    dev: torch.device
+    device: str
+    slots: int
+    should_stop: Callable[[], bool] | None
+    evaluate_test: bool
+    splits: dict[str, Any] | None  # device-resident splits (pipeline "device"), else None
+
+    @property
+    def meta(self) -> Any:
+        return self.data.meta
+
+    def stop_requested(self) -> bool:
+        return self.should_stop is not None and self.should_stop()
+
+    def batches(self, name: str, *, seed: int = 0, epoch: int = 0, order: Any = None) -> Any:
+        """The batches of one split: device-resident, or a DataLoader."""
+        train = name == "train"
+        if self.splits is not None:
+            augment_seed = derived_seed(seed, epoch, "augment")
+            return DeviceBatches(self.splits[name], self.meta, self.config, train=train,
+                                 order=order, augment_seed=augment_seed)  # fmt: skip
+        return make_loader(getattr(self.data, name), self.meta, self.config, train=train,
+                           device=self.device, generator=order)  # fmt: skip
+
+
 def run_jobs(
     specs: list[JobSpec],
     *,
@@ -126,78 +157,21 @@ def run_jobs(
     resumed = sorted({len(s["history"]) if s else 0 for s in states})
     if len(resumed) > 1:
         # Members checkpointed at different epochs cannot step in lockstep: one cohort each.
-        arguments = dict(
-            device=device,
-            data_root=data_root,
-            on_epoch=on_epoch,
-            on_done=on_done,
-            should_stop=should_stop,
-            slots=slots,
-            progress=progress,
-            evaluate_test=evaluate_test,
-        )
+        arguments = dict(device=device, data_root=data_root, on_epoch=on_epoch, on_done=on_done,
+                         should_stop=should_stop, slots=slots, progress=progress,
+                         evaluate_test=evaluate_test)  # fmt: skip
         return run_by_resume_epoch(run_jobs, specs, paths, states, resumed, arguments)
     data = load_data(specs[0], data_root)
-    meta = data.meta
-    stop_requested = should_stop or (lambda: False)
-    on_device = config.pipeline == "device"
     outcomes: dict[int, JobOutcome] = {}
 
     with determinism(config.deterministic, device):
-        trainer = build_trainer(specs, meta, config, dev)
-        members = []
-        for position, (spec, path, state) in enumerate(zip(specs, paths, states, strict=True)):
-            member = _Member(
-                position,
-                spec,
-                path,
-                ReduceLROnPlateau(config.lr, config.lr_factor, config.lr_patience, config.min_lr),
-                EarlyStopping(config.es_patience),
-            )
-            if state is not None:
-                trainer.load(position, state["model"], state["optimizer"])
-                member.plateau.load_state_dict(state["plateau"])
-                member.stopper.load_state_dict(state["stopper"])
-                member.best_state = state["best_state"]
-                member.history = [EpochRecord(**row) for row in state["history"]]
-                member.resumed_after = len(member.history)
-            members.append(member)
-        if on_device:
+        trainer = build_trainer(specs, data.meta, config, dev)
+        members = _members(trainer, specs, paths, states, config)
+        splits = None
+        if config.pipeline == "device":
             splits = dict(zip(("train", "val", "test"), device_splits(data, dev), strict=True))
-
-        def batches_of(name: str, *, seed: int = 0, epoch: int = 0, order: Any = None) -> Any:
-            train = name == "train"
-            if on_device:
-                return DeviceBatches(
-                    splits[name],
-                    meta,
-                    config,
-                    train=train,
-                    order=order,
-                    augment_seed=derived_seed(seed, epoch, "augment"),
-                )
-            return make_loader(
-                getattr(data, name), meta, config, train=train, device=device, generator=order
-            )
-
-        def finish(position: int, member: _Member) -> None:
-            outcome = _finish(
-                member,
-                trainer.model(position),
-                batches_of,
-                meta,
-                dev,
-                device,
-                should_stop,
-                slots,
-                evaluate_test,
-                data,
-            )
-            outcomes[member.index] = outcome
-            if on_done is not None:
-                on_done(member.index, outcome)
-
-        val_loader = batches_of("val")
+        run = _Run(data, config, dev, device, slots, should_stop, evaluate_test, splits)
+        val_batches = run.batches("val")
         active = members
         epoch = resumed[0]
         while True:
@@ -205,101 +179,126 @@ def run_jobs(
             through = [m.stopper.stopped or epoch >= config.max_epochs for m in active]
             for position, member in enumerate(active):
                 if through[position]:
-                    finish(position, member)
+                    outcome = _finish(member, trainer.model(position), run)
+                    outcomes[member.index] = outcome
+                    if on_done is not None:
+                        on_done(member.index, outcome)
             if all(through):
                 break
             if any(through):
                 trainer.keep([p for p, gone in enumerate(through) if not gone])
                 active = [m for m, gone in zip(active, through, strict=True) if not gone]
-
-            # ---- one epoch of training, seeded from (seed, epoch) so a resume replays it
             epoch += 1
-            seed_everything(derived_seed(active[0].spec.seed, epoch, "torch"))
-            loaders = []
-            for member in active:
-                seed = member.spec.seed
-                order = torch.Generator().manual_seed(derived_seed(seed, epoch, "order"))
-                loaders.append(batches_of("train", seed=seed, epoch=epoch, order=order))
-            rates = [trainer.learning_rate(p) for p in range(len(active))]
-            trainer.train_mode()
-            sync(dev)
-            started = time.perf_counter()
-            streams = [_progress(loaders[0], config.max_train_batches, progress, f"epoch {epoch}")]
-            streams += [
-                _progress(loader, config.max_train_batches, False, "") for loader in loaders[1:]
-            ]
-            for batches in zip(*streams, strict=True):
-                if stop_requested():
-                    raise JobInterrupted(f"stop requested during epoch {epoch}")
-                trainer.step(list(batches), dev)
-            sync(dev)
-            train_seconds = time.perf_counter() - started  # the cohort's: members share it
-            trained = trainer.epoch_metrics()  # the epoch's one host synchronisation
-
-            # ---- per member: validation, callbacks, checkpoint, report
+            rates, trained, train_seconds = _train_epoch(trainer, active, epoch, run, progress)
             for position, member in enumerate(active):
-                model = trainer.model(position)
-                started = time.perf_counter()
-                val = evaluate(
-                    model, val_loader, dev, precision=config.precision, should_stop=should_stop
-                )
-                sync(dev)
-                record = EpochRecord(
-                    epoch=epoch,
-                    train_loss=trained[position]["loss"],
-                    train_acc=trained[position]["accuracy"],
-                    val_loss=val.loss,
-                    val_acc=val.acc,
-                    lr=rates[position],
-                    train_seconds=train_seconds,
-                    eval_seconds=time.perf_counter() - started,
-                )
-                member.history.append(record)
-                trainer.set_learning_rate(position, member.plateau.step(val.acc))
-                if member.stopper.step(epoch, val.acc):
-                    # A true copy: state_dict() tensors alias the live parameters.
-                    member.best_state = {
-                        k: v.detach().clone() for k, v in model.state_dict().items()
-                    }
-                if member.checkpoint is not None:
-                    model_state, optimizer_state = trainer.state(position)
-                    save_checkpoint(
-                        Path(member.checkpoint),
-                        {
-                            "job_key": member.spec.key(),
-                            "epoch": epoch,
-                            "model": model_state,
-                            "optimizer": optimizer_state,
-                            "plateau": member.plateau.state_dict(),
-                            "stopper": member.stopper.state_dict(),
-                            "best_state": member.best_state,
-                            "history": [dataclasses.asdict(row) for row in member.history],
-                        },
-                    )
+                record = _end_epoch(trainer, position, member, epoch, run, val_batches,
+                                    trained[position], rates[position], train_seconds)  # fmt: skip
                 if on_epoch is not None:
                     on_epoch(member.index, record)
     return [outcomes[i] for i in range(len(specs))]
 
 
-def _finish(
-    member: _Member,
-    model: nn.Module,
-    batches_of: Callable[..., Any],
-    meta: Any,
-    dev: torch.device,
-    device: str,
-    should_stop: Callable[[], bool] | None,
-    slots: int,
-    evaluate_test: bool,
-    data: Any,
-) -> JobOutcome:
+def _members(trainer: Any, specs: list[JobSpec], paths: list[Path | None],
+             states: list[dict[str, Any] | None], config: Any) -> list[_Member]:  # fmt: skip
+    """One _Member per job, each restored from its checkpoint when it has one."""
+    members = []
+    for position, (spec, path, state) in enumerate(zip(specs, paths, states, strict=True)):
+        member = _Member(
+            position,
+            spec,
+            path,
+            ReduceLROnPlateau(config.lr, config.lr_factor, config.lr_patience, config.min_lr),
+            EarlyStopping(config.es_patience),
+        )
+        if state is not None:
+            trainer.load(position, state["model"], state["optimizer"])
+            member.plateau.load_state_dict(state["plateau"])
+            member.stopper.load_state_dict(state["stopper"])
+            member.best_state = state["best_state"]
+            member.history = [EpochRecord(**row) for row in state["history"]]
+            member.resumed_after = len(member.history)
+        members.append(member)
+    return members
+
+
+def _train_epoch(
+    trainer: Any, active: list[_Member], epoch: int, run: _Run, progress: bool
+) -> tuple[list[float], list[dict[str, float]], float]:
+    """One epoch of training for every active member, seeded from (seed, epoch) so a resume
+    replays it; (learning rates used, per-member loss/accuracy, the cohort's seconds)."""
+    config, dev = run.config, run.dev
+    seed_everything(derived_seed(active[0].spec.seed, epoch, "torch"))
+    loaders = []
+    for member in active:
+        seed = member.spec.seed
+        order = torch.Generator().manual_seed(derived_seed(seed, epoch, "order"))
+        loaders.append(run.batches("train", seed=seed, epoch=epoch, order=order))
+    rates = [trainer.learning_rate(p) for p in range(len(active))]
+    trainer.train_mode()
+    sync(dev)
+    started = time.perf_counter()
+    streams = [_progress(loaders[0], config.max_train_batches, progress, f"epoch {epoch}")]
+    streams += [_progress(loader, config.max_train_batches, False, "") for loader in loaders[1:]]
+    for batches in zip(*streams, strict=True):
+        if run.stop_requested():
+            raise JobInterrupted(f"stop requested during epoch {epoch}")
+        trainer.step(list(batches), dev)
+    sync(dev)
+    train_seconds = time.perf_counter() - started  # the cohort's: members share it
+    return rates, trainer.epoch_metrics(), train_seconds  # the epoch's one host synchronisation
+
+
+def _end_epoch(trainer: Any, position: int, member: _Member, epoch: int, run: _Run,
+               val_batches: Any, trained: dict[str, float], rate: float,
+               train_seconds: float) -> EpochRecord:  # fmt: skip
+    """One member after an epoch: validation, the callbacks, its checkpoint; its record."""
+    model, config = trainer.model(position), run.config
+    started = time.perf_counter()
+    val = evaluate(model, val_batches, run.dev, precision=config.precision,
+                   should_stop=run.should_stop)  # fmt: skip
+    sync(run.dev)
+    record = EpochRecord(
+        epoch=epoch,
+        train_loss=trained["loss"],
+        train_acc=trained["accuracy"],
+        val_loss=val.loss,
+        val_acc=val.acc,
+        lr=rate,
+        train_seconds=train_seconds,
+        eval_seconds=time.perf_counter() - started,
+    )
+    member.history.append(record)
+    trainer.set_learning_rate(position, member.plateau.step(val.acc))
+    if member.stopper.step(epoch, val.acc):
+        # A true copy: state_dict() tensors alias the live parameters.
+        member.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if member.checkpoint is not None:
+        model_state, optimizer_state = trainer.state(position)
+        save_checkpoint(
+            Path(member.checkpoint),
+            {
+                "job_key": member.spec.key(),
+                "epoch": epoch,
+                "model": model_state,
+                "optimizer": optimizer_state,
+                "plateau": member.plateau.state_dict(),
+                "stopper": member.stopper.state_dict(),
+                "best_state": member.best_state,
+                "history": [dataclasses.asdict(row) for row in member.history],
+            },
+        )
+    return record
+
+
+def _finish(member: _Member, model: nn.Module, run: _Run) -> JobOutcome:
     """A member's outcome: the test evaluation of its restored weights, gradient health and
     provenance (or, for tuning, the training history alone)."""
     from harness import models
 
     spec, config, stopper, history = member.spec, member.spec.config, member.stopper, member.history
-    extra: dict[str, Any] = {"resumed_after_epoch": member.resumed_after, "slots": slots}
-    if not evaluate_test:
+    meta, dev, device = run.meta, run.dev, run.device
+    extra: dict[str, Any] = {"resumed_after_epoch": member.resumed_after, "slots": run.slots}
+    if not run.evaluate_test:
         return job_outcome(
             history,
             best_epoch=stopper.best_epoch,
@@ -314,14 +313,14 @@ def _finish(
     else:
         model.load_state_dict(member.best_state)
         evaluated_epoch = stopper.best_epoch
-    test_loader = batches_of("test")
+    test_loader = run.batches("test")
     test = evaluate(
         model,
         test_loader,
         dev,
         precision=config.precision,
         details=models.is_gradattn(spec.model),
-        should_stop=should_stop,
+        should_stop=run.should_stop,
     )
     metrics = classification_metrics(test.logits, test.labels, meta.num_classes)
 
@@ -343,7 +342,7 @@ def _finish(
         gradient_layers=gradient_layers,
         provenance={
             **record_provenance,
-            "split_sizes": list(data.split_sizes()),
+            "split_sizes": list(run.data.split_sizes()),
             # Table 2's training augmentation of this run (empty: nothing random to vary).
             "train_augment": [op["op"] for op in meta.train_augment],
         },
