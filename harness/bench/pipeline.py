@@ -113,7 +113,7 @@ def device_data(settings: BenchSettings) -> tuple[DeviceSplit, BatchAugment]:
     images, labels = synthetic_images(shape, max(batch, min(settings.data_size, shape.train_size)))
     split = DeviceSplit(images, labels, torch.device(settings.device))
     augment = BatchAugment(
-        list(shape.train_augment()), shape.mean, shape.std, shape.resize, shape.stored_size
+        list(shape.augment), shape.mean, shape.std, shape.resize, shape.stored_size
     )
     return split, augment
 
@@ -204,7 +204,7 @@ def authors_transform(shape: DataShape) -> Any:
     from torchvision import transforms as T
 
     steps: list[Any] = [T.Resize(list(shape.resize))] if shape.resize else []
-    for op in shape.train_augment():
+    for op in shape.augment:
         name = op["op"]
         if name == "hflip":
             steps.append(T.RandomHorizontalFlip(op.get("p", 0.5)))

@@ -25,9 +25,6 @@ class DataShape:
     augment: tuple[dict[str, Any], ...] = ()  # the module's Table 2 TRAIN_AUGMENT; () = none
     batch_size: int = 128  # Table 1 (PAD-UFES-20: 64)
 
-    def train_augment(self) -> tuple[dict[str, Any], ...]:
-        return self.augment
-
     @property
     def image_size(self) -> tuple[int, int]:
         """(H, W) the model sees."""

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.experiment.config import JobSpec, check_cohort
+from harness.experiment.config import JobSpec, TrainConfig, check_cohort
 from harness.training import provenance
 from harness.training.callbacks import EarlyStopping, ReduceLROnPlateau
 from harness.training.checkpoint import save_checkpoint
@@ -97,7 +97,7 @@ class _Run:
     """What every member of a running cohort shares: the data, where it runs, how it stops."""
 
     data: Any
-    config: Any  # the cohort's TrainConfig (check_cohort: the same for every member)
+    config: TrainConfig  # the cohort's (check_cohort: the same for every member)
     dev: torch.device
     device: str
     slots: int

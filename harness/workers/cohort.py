@@ -77,6 +77,11 @@ def one_job_trainer(run_job: Callable[..., Any]) -> Callable[..., list[Any]]:
     return run_jobs
 
 
+def job_label(job: ClaimedJob) -> str:
+    """How the logs and progress bars name a job."""
+    return f"job {job.id} {job.model}/{job.dataset}/seed {job.seed}"
+
+
 @dataclass
 class Member:
     """One job of a running cohort; `result` is set once it is done, failed, released or lost."""
@@ -89,8 +94,7 @@ class Member:
 
     @property
     def label(self) -> str:
-        job = self.job
-        return f"job {job.id} {job.model}/{job.dataset}/seed {job.seed}"
+        return job_label(self.job)
 
 
 def run_cohort(worker: CohortHost, jobs: list[ClaimedJob]) -> list[str]:
@@ -110,7 +114,7 @@ def run_cohort(worker: CohortHost, jobs: list[ClaimedJob]) -> list[str]:
             checkpoint=opts.checkpoints / f"{job.key}.pt",
             beat=Heartbeat(worker.engine, job.lease, opts.lease_seconds),
             bar=progress_bar(
-                f"job {job.id} seed {job.seed}" if fused else f"job {job.id} {job.model}/{job.dataset}/seed {job.seed}",
+                f"job {job.id} seed {job.seed}" if fused else job_label(job),
                 job.spec().config.max_epochs,
                 opts.slot_index * opts.cohort_size + index,
                 worker.progress,

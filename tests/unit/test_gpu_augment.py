@@ -254,7 +254,7 @@ def test_device_split_from_a_lazy_dataset_split():
 def test_every_dataset_shape_runs_through_both_pipelines(name):
     shape = SHAPES[name]
     aug = BatchAugment(
-        list(shape.train_augment()), shape.mean, shape.std, shape.resize, shape.stored_size
+        list(shape.augment), shape.mean, shape.std, shape.resize, shape.stored_size
     )
     images = smooth_images(2, channels=shape.channels, size=shape.stored_size[0])
     out = aug(images, generator())
