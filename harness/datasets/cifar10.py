@@ -99,12 +99,12 @@ class Cifar10Source(Source):
         sizes = (len(train), len(val), len(test))
         meta = DatasetMeta(
             name=self.name,
-            num_classes=10,
-            channels=3,
-            image_size=(32, 32),
+            num_classes=SHAPE.num_classes,
+            channels=SHAPE.channels,
+            image_size=SHAPE.image_size,
             class_names=tuple(ds.classes),
-            mean=MEAN,
-            std=STD,
+            mean=SHAPE.mean,
+            std=SHAPE.std,
             resize=None,
             train_augment=TRAIN_AUGMENT,
             digest=digest_splits((train, val, test), extra=self.name),

@@ -133,12 +133,12 @@ class FashionMnistSource(Source):
         sizes = (len(train), len(val), len(test))
         meta = DatasetMeta(
             name=self.name,
-            num_classes=10,
-            channels=1,
-            image_size=(28, 28),
+            num_classes=SHAPE.num_classes,
+            channels=SHAPE.channels,
+            image_size=SHAPE.image_size,
             class_names=CLASSES,
-            mean=MEAN,
-            std=STD,
+            mean=SHAPE.mean,
+            std=SHAPE.std,
             resize=None,
             train_augment=TRAIN_AUGMENT,
             digest=digest_splits((train, val, test), extra=self.name),

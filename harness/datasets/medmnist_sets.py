@@ -145,8 +145,8 @@ class MedMnistSource(Source):
         meta = DatasetMeta(
             name=self.name,
             num_classes=len(names),
-            channels=3,
-            image_size=(64, 64),
+            channels=self.shape.channels,
+            image_size=self.shape.image_size,
             class_names=names,
             mean=IMAGENET_MEAN,
             std=IMAGENET_STD,

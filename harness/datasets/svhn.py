@@ -87,12 +87,12 @@ class SvhnSource(Source):
         sizes = (len(train), len(val), len(test))
         meta = DatasetMeta(
             name=self.name,
-            num_classes=10,
-            channels=3,
-            image_size=(32, 32),
+            num_classes=SHAPE.num_classes,
+            channels=SHAPE.channels,
+            image_size=SHAPE.image_size,
             class_names=tuple(str(d) for d in range(10)),
-            mean=MEAN,
-            std=STD,
+            mean=SHAPE.mean,
+            std=SHAPE.std,
             resize=None,
             train_augment=(),
             digest=digest_splits((train, val, test), extra=f"{self.name}:{merge_extra}"),

@@ -293,19 +293,22 @@ def lease_held(lease: Lease) -> ColumnElement[bool]:
     )
 
 
+def fenced_update(conn: Connection, lease: Lease, **values: Any) -> bool:
+    """Update the job's row only if this lease still holds it; True when it did."""
+    return conn.execute(update(Job).where(lease_held(lease)).values(**values)).rowcount == 1
+
+
 def heartbeat(engine: Engine, lease: Lease, lease_seconds: float) -> bool:
     """Extend the lease; False when this worker no longer holds the job (fenced out)."""
     with engine.begin() as conn:
         now = db_now(conn)
-        held = conn.execute(
-            update(Job)
-            .where(lease_held(lease))
-            .values(lease_expires_at=db_now(conn, lease_seconds), heartbeat_at=now)
-        ).rowcount
+        held = fenced_update(
+            conn, lease, lease_expires_at=db_now(conn, lease_seconds), heartbeat_at=now
+        )
         conn.execute(
             update(WorkerRow).where(WorkerRow.id == lease.worker_id).values(heartbeat_at=now)
         )
-    return held == 1
+    return held
 
 
 def count_outcome(conn: Connection, worker_id: str, *, done: bool) -> None:
@@ -327,29 +330,24 @@ def fail(engine: Engine, lease: Lease, error: str) -> bool:
     """Mark the job failed with `error` (a full traceback), if the lease still holds."""
     with write_connection(engine) as conn, conn.begin():
         now = db_now(conn)
-        held = conn.execute(
-            update(Job)
-            .where(lease_held(lease))
-            .values(status="failed", error=error, finished_at=now, lease_expires_at=None)
-        ).rowcount
+        held = fenced_update(
+            conn, lease, status="failed", error=error, finished_at=now, lease_expires_at=None
+        )
         count_outcome(conn, lease.worker_id, done=False)
-    return held == 1
+    return held
 
 
 def release(engine: Engine, lease: Lease) -> bool:
     """Give the job back to the queue (a clean stop): the attempt does not count."""
     with write_connection(engine) as conn, conn.begin():
-        held = conn.execute(
-            update(Job)
-            .where(lease_held(lease))
-            .values(
-                status="queued",
-                worker_id=None,
-                lease_expires_at=None,
-                attempts=Job.attempts - 1,
-            )
-        ).rowcount
-    return held == 1
+        return fenced_update(
+            conn,
+            lease,
+            status="queued",
+            worker_id=None,
+            lease_expires_at=None,
+            attempts=Job.attempts - 1,
+        )
 
 
 def retry_failed(engine: Engine) -> int:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, insert, update
+from sqlalchemy import delete, insert
 from sqlalchemy.engine import Engine
 
 from harness import faults
-from harness.queue.jobs import Lease, count_outcome, db_now, lease_held, write_connection
-from harness.store.schema import EpochRow, GradientLayer, Job, Result
+from harness.queue.jobs import Lease, count_outcome, db_now, fenced_update, write_connection
+from harness.store.schema import EpochRow, GradientLayer, Result
 from harness.training.metrics import METRIC_KEYS
 
 
@@ -39,14 +39,13 @@ def record_epoch(
     """Upsert one epoch row and extend the lease, if the lease still holds."""
     with write_connection(engine) as conn, conn.begin():
         now = db_now(conn)
-        held = conn.execute(
-            update(Job)
-            .where(lease_held(lease))
-            .values(
-                epoch=record.epoch, lease_expires_at=db_now(conn, lease_seconds), heartbeat_at=now
-            )
-        ).rowcount
-        if held != 1:
+        if not fenced_update(
+            conn,
+            lease,
+            epoch=record.epoch,
+            lease_expires_at=db_now(conn, lease_seconds),
+            heartbeat_at=now,
+        ):
             return False
         # delete + insert is the dialect-neutral upsert (a resumed job may rewrite an epoch).
         conn.execute(
@@ -61,19 +60,16 @@ def complete(engine: Engine, lease: Lease, outcome: Any, slots: int) -> bool:
     """Result row, all epoch rows, gradient rows and status done in ONE fenced transaction."""
     with write_connection(engine) as conn, conn.begin():
         now = db_now(conn)
-        held = conn.execute(
-            update(Job)
-            .where(lease_held(lease))
-            .values(
-                status="done",
-                finished_at=now,
-                heartbeat_at=now,
-                lease_expires_at=None,
-                epoch=outcome.epochs_run,
-                device=outcome.device,
-            )
-        ).rowcount
-        if held != 1:
+        if not fenced_update(
+            conn,
+            lease,
+            status="done",
+            finished_at=now,
+            heartbeat_at=now,
+            lease_expires_at=None,
+            epoch=outcome.epochs_run,
+            device=outcome.device,
+        ):
             return False  # fenced out: nothing was written
         job_id = lease.job_id
         result = {key: outcome.metrics.get(key) for key in METRIC_KEYS}

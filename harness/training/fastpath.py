@@ -68,8 +68,8 @@ class FastStep:
         self.loss_sum = torch.zeros((), dtype=torch.float32, device=self.device)
         self.correct = torch.zeros((), dtype=torch.int64, device=self.device)
         self.count = torch.zeros((), dtype=torch.int64, device=self.device)
-        self._graphs: dict[tuple[int, ...], _GraphedStep] = {}
-        self._pool: Any = None
+        self.graphs: dict[tuple[int, ...], _GraphedStep] = {}
+        self.graph_pool: Any = None
 
     # ------------------------------------------------------------------------------ API
 
@@ -114,12 +114,12 @@ class FastStep:
         """fp32 logits in eval mode under the same precision/layout (not graphed)."""
         self.model.eval()
         with self._autocast():
-            logits = self.model(self._layout(inputs))
+            logits = self.model(self.layout(inputs))
         return logits.float()
 
     # ------------------------------------------------------------------------ internals
 
-    def _layout(self, inputs: torch.Tensor) -> torch.Tensor:
+    def layout(self, inputs: torch.Tensor) -> torch.Tensor:
         if self.channels_last and inputs.ndim == 4:
             return inputs.contiguous(memory_format=torch.channels_last)
         return inputs
@@ -134,14 +134,14 @@ class FastStep:
             cache_enabled=not self.cuda_graph,
         )
 
-    def _prepare_grads_in_place(self) -> None:
+    def prepare_grads_in_place(self) -> None:
         # Gradients are zeroed in place, never set to None: graphs keep their addresses.
         for group in self.optimizer.param_groups:
             for param in group["params"]:
                 if param.grad is not None:
                     param.grad.zero_()
 
-    def _body(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def body(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         with self._autocast():
             logits = self.model(inputs)
         logits = logits.float()  # loss and metrics in fp32
@@ -154,8 +154,8 @@ class FastStep:
             self.count.add_(labels.shape[0])
         return loss
 
-    def _snapshot(self) -> _Snapshot:
-        return _Snapshot(
+    def snapshot(self) -> StepSnapshot:
+        return StepSnapshot(
             [
                 *self.model.parameters(),
                 *self.model.buffers(),
@@ -171,41 +171,41 @@ def run_step(stepper: Any, inputs: torch.Tensor, labels: torch.Tensor) -> None:
     """One training step of `stepper` (FastStep or harness.training.fused.FusedStep): eagerly, or by
     replaying the CUDA graph captured for this input shape (captured on first sight).
 
-    The stepper provides cuda_graph, _graphs (shape -> _GraphedStep), _pool, device, _layout,
-    _prepare_grads_in_place, _body and _snapshot (what a warm-up step changes)."""
+    The stepper provides cuda_graph, graphs (shape -> _GraphedStep), graph_pool, device, layout,
+    prepare_grads_in_place, body and snapshot (what a warm-up step changes)."""
     if not stepper.cuda_graph:
-        stepper._prepare_grads_in_place()
-        stepper._body(stepper._layout(inputs), labels)
+        stepper.prepare_grads_in_place()
+        stepper.body(stepper.layout(inputs), labels)
         return
-    graphed = stepper._graphs.get(tuple(inputs.shape))
+    graphed = stepper.graphs.get(tuple(inputs.shape))
     if graphed is None:
         graphed = _capture(stepper, inputs, labels)
-        stepper._graphs[tuple(inputs.shape)] = graphed
+        stepper.graphs[tuple(inputs.shape)] = graphed
     graphed.inputs.copy_(inputs)
     graphed.labels.copy_(labels)
     graphed.graph.replay()
 
 
 def _capture(stepper: Any, inputs: torch.Tensor, labels: torch.Tensor) -> _GraphedStep:
-    static_inputs = stepper._layout(inputs.clone())
+    static_inputs = stepper.layout(inputs.clone())
     static_labels = labels.clone()
-    saved = stepper._snapshot()
+    saved = stepper.snapshot()
     side = torch.cuda.Stream(stepper.device)
     side.wait_stream(torch.cuda.current_stream(stepper.device))
     with torch.cuda.stream(side):
         # Warm-up builds gradient tensors and optimizer state outside any graph pool, so
         # every graph sees the same persistent addresses.
         for _ in range(WARMUP_STEPS):
-            stepper._prepare_grads_in_place()
-            stepper._body(static_inputs, static_labels)
+            stepper.prepare_grads_in_place()
+            stepper.body(static_inputs, static_labels)
     torch.cuda.current_stream(stepper.device).wait_stream(side)
     saved.restore()
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, pool=stepper._pool):
-        stepper._prepare_grads_in_place()
-        stepper._body(static_inputs, static_labels)
-    if stepper._pool is None:
-        stepper._pool = graph.pool()
+    with torch.cuda.graph(graph, pool=stepper.graph_pool):
+        stepper.prepare_grads_in_place()
+        stepper.body(static_inputs, static_labels)
+    if stepper.graph_pool is None:
+        stepper.graph_pool = graph.pool()
     return _GraphedStep(graph, static_inputs, static_labels)
 
 
@@ -233,7 +233,7 @@ def _is_capturable(optimizer: torch.optim.Optimizer) -> bool:
     return all(group.get("capturable", False) for group in optimizer.param_groups)
 
 
-class _Snapshot:
+class StepSnapshot:
     """Copies of everything a warm-up step changes, restored in place before capture.
 
     `optimizer` (a torch optimizer, or None when its state is among `tensors`): state the

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from harness.training.fastpath import PRECISIONS, _Snapshot, run_step
+from harness.training.fastpath import PRECISIONS, StepSnapshot, run_step
 
 BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, which Table 1's Adam uses
 EPS = 1e-8
@@ -87,8 +87,8 @@ class FusedStep:
         self.steps = torch.zeros(size, dtype=torch.float64, device=self.device)
         self.lr = torch.full((size,), lr, dtype=torch.float64, device=self.device)
         self._new_metrics(size)
-        self._graphs: dict[tuple[int, ...], Any] = {}
-        self._pool: Any = None
+        self.graphs: dict[tuple[int, ...], Any] = {}
+        self.graph_pool: Any = None
         self._forward = vmap(self._member_forward, randomness="different")
 
     @property
@@ -193,7 +193,7 @@ class FusedStep:
         self.steps = self.steps.index_select(0, where)
         self.lr = self.lr.index_select(0, where)
         self._new_metrics(len(indices))
-        self._graphs, self._pool = {}, None
+        self.graphs, self.graph_pool = {}, None
 
     # ------------------------------------------------------------------------ internals
 
@@ -207,16 +207,16 @@ class FusedStep:
     ) -> torch.Tensor:
         return functional_call(self.template, (params, buffers), (x,))
 
-    def _layout(self, inputs: torch.Tensor) -> torch.Tensor:
+    def layout(self, inputs: torch.Tensor) -> torch.Tensor:
         return inputs
 
-    def _prepare_grads_in_place(self) -> None:
+    def prepare_grads_in_place(self) -> None:
         # Zeroed in place, never set to None: captured graphs keep the gradients' addresses.
         for param in self.params.values():
             if param.grad is not None:
                 param.grad.zero_()
 
-    def _body(self, inputs: torch.Tensor, labels: torch.Tensor) -> None:
+    def body(self, inputs: torch.Tensor, labels: torch.Tensor) -> None:
         members, batch = labels.shape
         enabled = self.precision == "bf16"
         # No weight-cast cache under graphs: cached casts made during capture would outlive it.
@@ -262,7 +262,7 @@ class FusedStep:
             denom = (exp_avg_sq.sqrt() / bias2).add_(EPS)
             param.sub_(exp_avg / denom * size)
 
-    def _snapshot(self) -> _Snapshot:
+    def snapshot(self) -> StepSnapshot:
         tensors = [
             *self.params.values(),
             *self.buffers.values(),
@@ -273,7 +273,7 @@ class FusedStep:
             self.correct,
             self.count,
         ]
-        return _Snapshot(tensors)
+        return StepSnapshot(tensors)
 
 
 __all__ = ["FusedStep"]

@@ -6,8 +6,13 @@ behind a late import; the layer list below is the picture in docs/ARCHITECTURE.m
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import grimp
 import pytest
+
+import harness
 
 # Top to bottom; a subpackage may import those on lower lines, never higher ones.
 # Names on one line are independent of each other.
@@ -87,3 +92,65 @@ def test_the_checks_can_fail() -> None:
     g.add_import(importer="p.c", imported="p.a")
     with pytest.raises(pytest.fail.Exception, match="import cycle: p.a -> p.b -> p.c -> p.a"):
         test_module_graph_has_no_cycle(g)
+
+
+PACKAGE_ROOT = Path(harness.__file__).parent
+
+
+def _is_module(package: str, name: str) -> bool:
+    base = PACKAGE_ROOT.joinpath(*package.split(".")[1:], name)
+    return base.with_suffix(".py").exists() or (base / "__init__.py").exists()
+
+
+def private_names_used_across_modules(source: str, package: str) -> list[str]:
+    """`_name`s a module takes from another harness module, by import or module attribute.
+
+    A private module (``_core.py``) may be imported by its package; a private name may not."""
+    found = []
+    modules: set[str] = set()  # names bound to harness modules in this file
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if not node.module.startswith("harness"):
+                continue
+            for alias in node.names:
+                name = alias.name
+                if _is_module(node.module, name):
+                    modules.add(alias.asname or name)
+                elif name.startswith("_") and not name.startswith("__"):
+                    found.append(f"from {node.module} import {name}")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("harness") and alias.asname:
+                    modules.add(alias.asname)
+    for node in ast.walk(ast.parse(source)):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in modules
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
+            found.append(f"{node.value.id}.{node.attr}")
+    return found
+
+
+def test_no_private_name_used_outside_its_module() -> None:
+    offences = []
+    for path in sorted(PACKAGE_ROOT.rglob("*.py")):
+        package = ".".join(("harness", *path.relative_to(PACKAGE_ROOT).parent.parts))
+        for use in private_names_used_across_modules(path.read_text(), package):
+            offences.append(f"{path.relative_to(PACKAGE_ROOT.parent)}: {use}")
+    assert not offences, "private names used across modules:\n" + "\n".join(offences)
+
+
+def test_the_private_name_check_can_fail() -> None:
+    source = (
+        "from harness.queue.jobs import _take, claim\n"
+        "from harness.datasets import _core\n"
+        "from harness.queue import jobs\n"
+        "jobs._claimed(1)\n_core.load()\n"
+    )
+    assert private_names_used_across_modules(source, "harness.queue") == [
+        "from harness.queue.jobs import _take",
+        "jobs._claimed",
+    ]
