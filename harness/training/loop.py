@@ -104,6 +104,7 @@ class _Run:
     should_stop: Callable[[], bool] | None
     evaluate_test: bool
     splits: dict[str, Any] | None  # device-resident splits (pipeline "device"), else None
+    val_batches: Any = None  # built once, reused every epoch
 
     @property
     def meta(self) -> Any:
@@ -171,7 +172,7 @@ def run_jobs(
         if config.pipeline == "device":
             splits = dict(zip(("train", "val", "test"), device_splits(data, dev), strict=True))
         run = _Run(data, config, dev, device, slots, should_stop, evaluate_test, splits)
-        val_batches = run.batches("val")
+        run.val_batches = run.batches("val")
         active = members
         epoch = resumed[0]
         while True:
@@ -189,10 +190,9 @@ def run_jobs(
                 trainer.keep([p for p, gone in enumerate(through) if not gone])
                 active = [m for m, gone in zip(active, through, strict=True) if not gone]
             epoch += 1
-            rates, trained, train_seconds = _train_epoch(trainer, active, epoch, run, progress)
+            trained = _train_epoch(trainer, active, epoch, run, progress)
             for position, member in enumerate(active):
-                record = _end_epoch(trainer, position, member, epoch, run, val_batches,
-                                    trained[position], rates[position], train_seconds)  # fmt: skip
+                record = _end_epoch(trainer, position, member, run, trained)
                 if on_epoch is not None:
                     on_epoch(member.index, record)
     return [outcomes[i] for i in range(len(specs))]
@@ -221,11 +221,21 @@ def _members(trainer: Any, specs: list[JobSpec], paths: list[Path | None],
     return members
 
 
+@dataclass
+class _TrainedEpoch:
+    """One epoch of training, for every active member (by position)."""
+
+    epoch: int
+    rates: list[float]  # the learning rate each member trained with
+    metrics: list[dict[str, float]]  # each member's train loss and accuracy
+    seconds: float  # the cohort's: members share it
+
+
 def _train_epoch(
     trainer: Any, active: list[_Member], epoch: int, run: _Run, progress: bool
-) -> tuple[list[float], list[dict[str, float]], float]:
+) -> _TrainedEpoch:
     """One epoch of training for every active member, seeded from (seed, epoch) so a resume
-    replays it; (learning rates used, per-member loss/accuracy, the cohort's seconds)."""
+    replays it."""
     config, dev = run.config, run.dev
     seed_everything(derived_seed(active[0].spec.seed, epoch, "torch"))
     loaders = []
@@ -244,27 +254,28 @@ def _train_epoch(
             raise JobInterrupted(f"stop requested during epoch {epoch}")
         trainer.step(list(batches), dev)
     sync(dev)
-    train_seconds = time.perf_counter() - started  # the cohort's: members share it
-    return rates, trainer.epoch_metrics(), train_seconds  # the epoch's one host synchronisation
+    seconds = time.perf_counter() - started
+    # epoch_metrics() is the epoch's one host synchronisation.
+    return _TrainedEpoch(epoch, rates, trainer.epoch_metrics(), seconds)
 
 
-def _end_epoch(trainer: Any, position: int, member: _Member, epoch: int, run: _Run,
-               val_batches: Any, trained: dict[str, float], rate: float,
-               train_seconds: float) -> EpochRecord:  # fmt: skip
+def _end_epoch(
+    trainer: Any, position: int, member: _Member, run: _Run, trained: _TrainedEpoch
+) -> EpochRecord:
     """One member after an epoch: validation, the callbacks, its checkpoint; its record."""
-    model, config = trainer.model(position), run.config
+    model, config, epoch = trainer.model(position), run.config, trained.epoch
     started = time.perf_counter()
-    val = evaluate(model, val_batches, run.dev, precision=config.precision,
+    val = evaluate(model, run.val_batches, run.dev, precision=config.precision,
                    should_stop=run.should_stop)  # fmt: skip
     sync(run.dev)
     record = EpochRecord(
         epoch=epoch,
-        train_loss=trained["loss"],
-        train_acc=trained["accuracy"],
+        train_loss=trained.metrics[position]["loss"],
+        train_acc=trained.metrics[position]["accuracy"],
         val_loss=val.loss,
         val_acc=val.acc,
-        lr=rate,
-        train_seconds=train_seconds,
+        lr=trained.rates[position],
+        train_seconds=trained.seconds,
         eval_seconds=time.perf_counter() - started,
     )
     member.history.append(record)

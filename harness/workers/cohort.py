@@ -46,6 +46,7 @@ class CohortHost(Protocol):
 
     def interrupted(self, lease: Any, beat: Heartbeat, label: str) -> str: ...
 
+
 log = logging.getLogger("harness.workers.loop")
 
 
@@ -101,53 +102,93 @@ def run_cohort(worker: CohortHost, jobs: list[ClaimedJob]) -> list[str]:
     """Run claimed jobs (one, or a fused cohort); one result per job (done, failed, released or
     lost), in the order they were settled (so quarantine counts failures in a row as they
     happened)."""
-    opts = worker.options
-    fused = len(jobs) > 1
-    if fused:
-        run_jobs, job_interrupted = worker.cohort_runner
-    else:
-        run_job, job_interrupted = worker.runner
-        run_jobs = one_job_trainer(run_job)
-    members = [
-        Member(
-            job=job,
-            checkpoint=opts.checkpoints / f"{job.key}.pt",
-            beat=Heartbeat(worker.engine, job.lease, opts.lease_seconds),
-            bar=progress_bar(
-                f"job {job.id} seed {job.seed}" if fused else job_label(job),
-                job.spec().config.max_epochs,
-                opts.slot_index * opts.cohort_size + index,
-                worker.progress,
-            ),
+    cohort = Cohort(worker, jobs)
+    run_jobs, job_interrupted = cohort.trainer()
+    cohort.start()
+    try:
+        outcomes = run_jobs(
+            [m.job.spec() for m in cohort.members],
+            device=worker.options.device,
+            data_root=worker.options.data_root,
+            checkpoint_paths=[m.checkpoint for m in cohort.members],
+            on_epoch=cohort.on_epoch,
+            on_done=cohort.on_done,
+            should_stop=cohort.should_stop,
+            slots=worker.options.slots,  # processes sharing the device: splits the CPU's cores
+            progress=False,
         )
-        for index, job in enumerate(jobs)
-    ]
-    if fused:
-        log.info(
-            "claimed a cohort of %d: %s",
-            len(members),
-            ", ".join(f"job {m.job.id} attempt {m.job.attempts} (seed {m.job.seed})" for m in members),
-        )
-    cohort = ", cohort" if fused else ""
-    for member in members:
-        log.info("claimed job %d attempt %d (%s%s)", member.job.id, member.job.attempts,
-                 member.label, cohort)  # fmt: skip
-    settled: list[str] = []
-    retrying = worker.backoff.call
-    # Jobs sharing the device, as recorded with every epoch row and result: a fused cohort's
-    # epoch time is the time of all its members together (Table 8 shows the count).
-    sharing = opts.slots * len(members)
+        cohort.settle_returned(outcomes)
+    except job_interrupted:
+        cohort.interrupted()
+    except KeyboardInterrupt:
+        cohort.release_all()
+        raise
+    except DatabaseUnreachable as gone:
+        raise cohort.database_lost(gone) from None
+    except Exception:
+        cohort.fail_all(traceback.format_exc())
+    finally:
+        cohort.close()
+    return cohort.settled
 
-    def settle(member: Member, result: str) -> None:
+
+class Cohort:
+    """The claimed jobs of one run_cohort call: their members and the trainer's callbacks."""
+
+    def __init__(self, worker: CohortHost, jobs: list[ClaimedJob]) -> None:
+        self.worker = worker
+        self.fused = len(jobs) > 1
+        opts = worker.options
+        self.members = [
+            Member(
+                job=job,
+                checkpoint=opts.checkpoints / f"{job.key}.pt",
+                beat=Heartbeat(worker.engine, job.lease, opts.lease_seconds),
+                bar=progress_bar(
+                    f"job {job.id} seed {job.seed}" if self.fused else job_label(job),
+                    job.spec().config.max_epochs,
+                    opts.slot_index * opts.cohort_size + index,
+                    worker.progress,
+                ),
+            )
+            for index, job in enumerate(jobs)
+        ]
+        self.settled: list[str] = []
+        self.retrying = worker.backoff.call
+        # Jobs sharing the device, as recorded with every epoch row and result: a fused
+        # cohort's epoch time is the time of all its members together (Table 8 shows the count).
+        self.sharing = opts.slots * len(self.members)
+        self.kind = ", cohort" if self.fused else ""
+
+    def trainer(self) -> tuple[Callable[..., list[Any]], type[BaseException]]:
+        """The runner's fused run_jobs for a cohort, its run_job behind the same contract for one."""
+        if self.fused:
+            return self.worker.cohort_runner  # type: ignore[return-value]
+        run_job, job_interrupted = self.worker.runner
+        return one_job_trainer(run_job), job_interrupted
+
+    def start(self) -> None:
+        if self.fused:
+            log.info("claimed a cohort of %d", len(self.members))
+        for member in self.members:
+            job = member.job
+            log.info("claimed job %d attempt %d (%s/%s/seed %d%s)", job.id, job.attempts,
+                     job.model, job.dataset, job.seed, self.kind)  # fmt: skip
+            member.beat.start()
+
+    def settle(self, member: Member, result: str) -> None:
         member.result = result
-        settled.append(result)
+        self.settled.append(result)
 
-    def on_epoch(index: int, record: Any) -> None:
-        member = members[index]
-        written = retrying(
+    def unsettled(self) -> list[Member]:
+        return [m for m in self.members if m.result is None]
+
+    def on_epoch(self, index: int, record: Any) -> None:
+        member, worker = self.members[index], self.worker
+        written = self.retrying(
             "epoch row",
             lambda: record_epoch(
-                worker.engine, member.job.lease, record, opts.lease_seconds, sharing
+                worker.engine, member.job.lease, record, worker.options.lease_seconds, self.sharing
             ),
         )
         if not written:
@@ -156,77 +197,67 @@ def run_cohort(worker: CohortHost, jobs: list[ClaimedJob]) -> list[str]:
             member.bar.n = record.epoch
             member.bar.set_postfix(val_acc=f"{record.val_acc:.3f}", refresh=True)
 
-    def on_done(index: int, outcome: Any) -> None:
-        member = members[index]
+    def on_done(self, index: int, outcome: Any) -> None:
+        member = self.members[index]
         member.beat.stop()
-        if fused:  # how many jobs shared the device as one fused model (Table 8's epoch times)
-            outcome.extra.setdefault("fused_seeds", len(members))
-        settle(
-            member,
-            worker.finish(member.job, member.checkpoint, member.label, outcome, len(members)),
+        if self.fused:  # how many jobs shared the device as one fused model (Table 8)
+            outcome.extra.setdefault("fused_seeds", len(self.members))
+        result = self.worker.finish(
+            member.job, member.checkpoint, member.label, outcome, len(self.members)
         )
+        self.settle(member, result)
 
-    def should_stop() -> bool:
+    def should_stop(self) -> bool:
         # One member's lost lease stops the cohort: the fused step cannot drop a member.
-        return worker.stop_requested() or any(
-            m.beat.lost.is_set() for m in members if m.result is None
-        )
+        return self.worker.stop_requested() or any(m.beat.lost.is_set() for m in self.unsettled())
 
-    for member in members:
-        member.beat.start()
-    try:
-        outcomes = run_jobs(
-            [m.job.spec() for m in members],
-            device=opts.device,
-            data_root=opts.data_root,
-            checkpoint_paths=[m.checkpoint for m in members],
-            on_epoch=on_epoch,
-            on_done=on_done,
-            should_stop=should_stop,
-            slots=opts.slots,  # processes sharing the device: splits the CPU's cores
-            progress=False,
-        )
-        # The contract calls on_done for each member; a runner that returned without doing so
-        # for one still has its outcome here.
-        for index, (member, outcome) in enumerate(zip(members, outcomes, strict=True)):
+    def settle_returned(self, outcomes: list[Any]) -> None:
+        """The contract calls on_done for each member; a runner that returned without doing so
+        for one still has its outcome here."""
+        for index, (member, outcome) in enumerate(zip(self.members, outcomes, strict=True)):
             if member.result is None:
-                on_done(index, outcome)
-    except job_interrupted:
-        for member in _unsettled(members):
-            settle(member, worker.interrupted(member.job.lease, member.beat, member.label))
-    except KeyboardInterrupt:
-        for member in _unsettled(members):
+                self.on_done(index, outcome)
+
+    def interrupted(self) -> None:
+        for member in self.unsettled():
+            self.settle(
+                member, self.worker.interrupted(member.job.lease, member.beat, member.label)
+            )
+
+    def release_all(self) -> None:
+        for member in self.unsettled():
             member.beat.stop()
-            retrying("release", lambda m=member: queue.release(worker.engine, m.job.lease))
+            self.retrying(
+                "release", lambda m=member: queue.release(self.worker.engine, m.job.lease)
+            )
             log.info("%s released (forced stop)", member.label)
-        raise
-    except DatabaseUnreachable as gone:
-        held = [m.job.id for m in _unsettled(members)]
-        for member in _unsettled(members):
-            member.beat.stop()  # nothing can be written; the leases run out, jobs requeued
+
+    def database_lost(self, gone: DatabaseUnreachable) -> DatabaseUnreachable:
+        """Nothing can be written: the leases run out and the jobs go back to the queue."""
+        held = [m.job.id for m in self.unsettled()]
+        for member in self.unsettled():
+            member.beat.stop()
         if len(held) == 1:
             where = (f"job {held[0]} stays leased to it and goes back to the queue when its "
                      "lease expires (resuming from its checkpoint)")  # fmt: skip
         else:
             where = (f"job(s) {', '.join(map(str, held))} stay leased to it and go back to the "
                      "queue when their leases expire (resuming from their checkpoints)")  # fmt: skip
-        raise DatabaseUnreachable(f"{gone}; worker stopped; {where}") from None
-    except Exception:
-        error = traceback.format_exc()
-        worker.last_failure = last_line()
-        for member in _unsettled(members):
+        return DatabaseUnreachable(f"{gone}; worker stopped; {where}")
+
+    def fail_all(self, error: str) -> None:
+        self.worker.last_failure = last_line()
+        for member in self.unsettled():
             member.beat.stop()
-            retrying("failure", lambda m=member: queue.fail(worker.engine, m.job.lease, error))
-            log.error("%s failed%s: %s", member.label, cohort, worker.last_failure)
-            settle(member, "failed")
-    finally:
-        for member in members:
+            self.retrying(
+                "failure", lambda m=member: queue.fail(self.worker.engine, m.job.lease, error)
+            )
+            log.error("%s failed%s: %s", member.label, self.kind, self.worker.last_failure)
+            self.settle(member, "failed")
+
+    def close(self) -> None:
+        for member in self.members:
             if member.beat.is_alive():
                 member.beat.stop()
             if member.bar is not None:
                 member.bar.close()
-    return settled
-
-
-def _unsettled(members: list[Member]) -> list[Member]:
-    return [m for m in members if m.result is None]

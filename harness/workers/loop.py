@@ -103,6 +103,7 @@ class Worker:
         # Loaded now, so a runner without run_jobs is one line before anything is claimed.
         self.cohort_runner = load_cohort_runner(options.runner) if options.cohort_size > 1 else None
         self.last_failure = ""  # the exception line of the last failed job
+        self.failures_in_a_row = 0  # quarantine counts these (--max-consecutive-failures)
         # One outage clock for the whole loop: claims, epoch rows, outcomes.
         self.backoff = Backoff(
             engine.url.render_as_string(hide_password=False), options.db_patience
@@ -139,82 +140,92 @@ class Worker:
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self) -> WorkerSummary:
-        opts = self.options
+        """Claim, run, record, until stopped, out of work or quarantined."""
         summary = WorkerSummary()
+        self._register()
+        try:
+            while not self._stop.is_set():
+                jobs = self._claim_work(summary)
+                if jobs is None:
+                    break  # summary.stop_reason says why
+                if not jobs:
+                    continue  # it waited: the device was busy, the DB hiccuped or had no work
+                try:
+                    results = run_cohort(self, jobs)  # a cohort of one is a cohort
+                except DatabaseUnreachable as gone:
+                    summary.stop_reason = str(gone)
+                    raise
+                if self._count(summary, results):
+                    break  # quarantined
+        finally:
+            summary.stop_reason = summary.stop_reason or self._stop_reason
+            self._mark_stopped(summary)
+        log.info(
+            "worker %s stopped (%s): %d done, %d failed, %d released, %d leases lost",
+            self.worker_id, summary.stop_reason, summary.done, summary.failed,
+            summary.released, summary.lost,
+        )  # fmt: skip
+        return summary
+
+    def _register(self) -> None:
+        opts = self.options
         self.backoff.call(
             "register",
             lambda: queue.register_worker(
                 self.engine, self.worker_id, self.host, os.getpid(), opts.device
             ),
         )
-        log.info(
-            "worker %s on %s (slot %d/%d)",
-            self.worker_id,
-            opts.device,
-            opts.slot_index + 1,
-            opts.slots,
-        )
-        failures_in_a_row = 0
+        log.info("worker %s on %s (slot %d/%d)", self.worker_id, opts.device,
+                 opts.slot_index + 1, opts.slots)  # fmt: skip
+
+    def _claim_work(self, summary: WorkerSummary) -> list[ClaimedJob] | None:
+        """The next jobs to run; [] after waiting (busy device, DB trouble, empty queue), None
+        when the worker should stop (with summary.stop_reason set)."""
+        opts = self.options
+        room = opts.cohort_size
+        if opts.max_jobs is not None:
+            room = min(room, opts.max_jobs - len(summary.outcomes))
+        if room <= 0:
+            summary.stop_reason = f"--max-jobs {opts.max_jobs} reached"
+            return None
         try:
-            while not self._stop.is_set():
-                room = opts.cohort_size
-                if opts.max_jobs is not None:
-                    room = min(room, opts.max_jobs - len(summary.outcomes))
-                if room <= 0:
-                    summary.stop_reason = f"--max-jobs {opts.max_jobs} reached"
-                    break
-                try:
-                    jobs, busy = self.claim_next(room)
-                except DB_ERRORS as exc:  # locked or unreachable: back off, up to the patience
-                    try:
-                        self._stop.wait(self.backoff.failed("claim", exc))
-                    except DatabaseUnreachable as gone:
-                        summary.stop_reason = f"{gone}; worker stopped, holding no job"
-                        raise DatabaseUnreachable(summary.stop_reason) from None
-                    continue
-                self.backoff.succeeded()
-                if busy:
-                    # Random back-off: two exclusive workers that collide do not collide again.
-                    self._stop.wait(opts.poll_seconds * random.uniform(0.5, 1.5))
-                    continue
-                if not jobs:
-                    if opts.until_empty:
-                        summary.stop_reason = "queue empty"
-                        break
-                    self._stop.wait(opts.poll_seconds)
-                    continue
-                try:
-                    results = run_cohort(self, jobs)  # a cohort of one is a cohort
-                except DatabaseUnreachable as gone:
-                    summary.stop_reason = str(gone)
-                    raise
-                for outcome in results:  # counted per job, also in a cohort
-                    summary.outcomes.append(outcome)
-                    setattr(summary, outcome, getattr(summary, outcome) + 1)
-                    failures_in_a_row = failures_in_a_row + 1 if outcome == "failed" else 0
-                if failures_in_a_row >= opts.max_consecutive_failures > 0:
-                    summary.stop_reason = (
-                        f"worker {self.worker_id} quarantined: {failures_in_a_row} jobs failed "
-                        f"in a row on {opts.device} (last: {self.last_failure}); it claims no "
-                        "more; check the device, then `harness retry --failed` and start a "
-                        "new worker"
-                    )
-                    summary.gave_up = True
-                    log.error("%s", summary.stop_reason)
-                    break
-        finally:
-            summary.stop_reason = summary.stop_reason or self._stop_reason
-            self._mark_stopped(summary)
-        log.info(
-            "worker %s stopped (%s): %d done, %d failed, %d released, %d leases lost",
-            self.worker_id,
-            summary.stop_reason,
-            summary.done,
-            summary.failed,
-            summary.released,
-            summary.lost,
+            jobs, busy = self.claim_next(room)
+        except DB_ERRORS as exc:  # locked or unreachable: back off, up to the patience
+            try:
+                self._stop.wait(self.backoff.failed("claim", exc))
+            except DatabaseUnreachable as gone:
+                summary.stop_reason = f"{gone}; worker stopped, holding no job"
+                raise DatabaseUnreachable(summary.stop_reason) from None
+            return []
+        self.backoff.succeeded()
+        if busy:
+            # Random back-off: two exclusive workers that collide do not collide again.
+            self._stop.wait(opts.poll_seconds * random.uniform(0.5, 1.5))
+            return []
+        if not jobs and opts.until_empty:
+            summary.stop_reason = "queue empty"
+            return None
+        if not jobs:
+            self._stop.wait(opts.poll_seconds)
+        return jobs
+
+    def _count(self, summary: WorkerSummary, results: list[str]) -> bool:
+        """Count each job's result; True when the worker must quarantine itself."""
+        for outcome in results:  # counted per job, also in a cohort
+            summary.outcomes.append(outcome)
+            setattr(summary, outcome, getattr(summary, outcome) + 1)
+            self.failures_in_a_row = self.failures_in_a_row + 1 if outcome == "failed" else 0
+        opts = self.options
+        if not self.failures_in_a_row >= opts.max_consecutive_failures > 0:
+            return False
+        summary.stop_reason = (
+            f"worker {self.worker_id} quarantined: {self.failures_in_a_row} jobs failed in a "
+            f"row on {opts.device} (last: {self.last_failure}); it claims no more; check the "
+            "device, then `harness retry --failed` and start a new worker"
         )
-        return summary
+        summary.gave_up = True
+        log.error("%s", summary.stop_reason)
+        return True
 
     def _mark_stopped(self, summary: WorkerSummary) -> None:
         """The workers row: stopped, why, and whether quarantined. Best effort: when the
