@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from harness.datasets.shape import DataShape
+
 PROTOCOLS = ("paper", "reference-code")
 # Images hashed per chunk so that lazy readers and broadcast views never materialise whole.
 _DIGEST_CHUNK = 4096
@@ -69,6 +71,22 @@ class DatasetMeta:
     protocol: str = "paper"
     complete: bool = True  # False when the files hold fewer images than the official set
     options: dict[str, Any] = field(default_factory=dict)
+
+
+def meta_from_shape(shape: DataShape, **loaded: Any) -> DatasetMeta:
+    """A loaded set's meta whose fixed fields are its module's DataShape; `loaded` holds the
+    rest (class_names, digest, source, split_seed, protocol, complete, options)."""
+    return DatasetMeta(
+        name=shape.name,
+        num_classes=shape.num_classes,
+        channels=shape.channels,
+        image_size=shape.image_size,
+        mean=shape.mean,
+        std=shape.std,
+        resize=shape.resize,
+        train_augment=shape.augment,
+        **loaded,
+    )
 
 
 @dataclass

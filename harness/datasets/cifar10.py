@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 
 from harness.datasets._core import (
-    DatasetMeta,
     LoadedDataset,
     completeness,
     corrupt,
     digest_splits,
+    meta_from_shape,
     to_nchw,
 )
 from harness.datasets._source import Source
@@ -97,16 +97,9 @@ class Cifar10Source(Source):
         labels = np.concatenate([p[1] for p in parts])
         train, val, test = random_split(images, labels, split_seed)
         sizes = (len(train), len(val), len(test))
-        meta = DatasetMeta(
-            name=self.name,
-            num_classes=SHAPE.num_classes,
-            channels=SHAPE.channels,
-            image_size=SHAPE.image_size,
+        meta = meta_from_shape(
+            SHAPE,
             class_names=tuple(ds.classes),
-            mean=SHAPE.mean,
-            std=SHAPE.std,
-            resize=None,
-            train_augment=TRAIN_AUGMENT,
             digest=digest_splits((train, val, test), extra=self.name),
             source=f"{ARCHIVE.url}; official train+test merged, 70/15/15 by split_seed",
             split_seed=split_seed,

@@ -14,11 +14,11 @@ import numpy as np
 
 from harness.datasets._core import (
     DatasetError,
-    DatasetMeta,
     LoadedDataset,
     completeness,
     corrupt,
     digest_splits,
+    meta_from_shape,
     require_files,
 )
 from harness.datasets._source import Source
@@ -131,16 +131,9 @@ class FashionMnistSource(Source):
             labels.append(ds.targets.numpy().astype(np.int64))
         train, val, test = random_split(np.concatenate(images), np.concatenate(labels), split_seed)
         sizes = (len(train), len(val), len(test))
-        meta = DatasetMeta(
-            name=self.name,
-            num_classes=SHAPE.num_classes,
-            channels=SHAPE.channels,
-            image_size=SHAPE.image_size,
+        meta = meta_from_shape(
+            SHAPE,
             class_names=CLASSES,
-            mean=SHAPE.mean,
-            std=SHAPE.std,
-            resize=None,
-            train_augment=TRAIN_AUGMENT,
             digest=digest_splits((train, val, test), extra=self.name),
             source=f"{_BASE}/ (train + t10k idx) merged, 70/15/15 by split_seed",
             split_seed=split_seed,

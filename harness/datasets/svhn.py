@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 
 from harness.datasets._core import (
-    DatasetMeta,
     LoadedDataset,
     completeness,
     corrupt,
     digest_splits,
+    meta_from_shape,
     require_files,
 )
 from harness.datasets._source import Source
@@ -85,16 +85,9 @@ class SvhnSource(Source):
             labels.append(np.asarray(ds.labels, dtype=np.int64))
         train, val, test = random_split(np.concatenate(images), np.concatenate(labels), split_seed)
         sizes = (len(train), len(val), len(test))
-        meta = DatasetMeta(
-            name=self.name,
-            num_classes=SHAPE.num_classes,
-            channels=SHAPE.channels,
-            image_size=SHAPE.image_size,
+        meta = meta_from_shape(
+            SHAPE,
             class_names=tuple(str(d) for d in range(10)),
-            mean=SHAPE.mean,
-            std=SHAPE.std,
-            resize=None,
-            train_augment=(),
             digest=digest_splits((train, val, test), extra=f"{self.name}:{merge_extra}"),
             source=f"{_BASE}/ ({' + '.join(parts)}) merged, 70/15/15 by split_seed",
             split_seed=split_seed,
