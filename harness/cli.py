@@ -8,7 +8,7 @@ import sys
 import warnings
 
 from harness import __version__
-from harness.errors import HarnessError
+from harness.errors import EXIT_REFUSED, EXIT_USAGE, HarnessError
 
 # Each module defines `register(subparsers)`; the parser it adds carries `func(args) -> int`.
 COMMAND_MODULES = [
@@ -61,13 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     try:
         _check_datasets_package()
         return int(args.func(args) or 0)
     except HarnessError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_REFUSED
     except KeyboardInterrupt:
         print("harness: interrupted", file=sys.stderr)
         return 130

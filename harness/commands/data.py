@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from harness.commands._common import add_data_option, data_root
-from harness.errors import HarnessError
+from harness.errors import EXIT_USAGE, HarnessError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help()
-    return 2
+    return EXIT_USAGE
 
 
 def _names(name: str | None, allow_all: bool) -> list[str]:

@@ -263,7 +263,7 @@ def run(args: argparse.Namespace) -> int:
     )
     worker = Worker(engine, options)
     with worker.signals_handled():
-        summary = worker.run()  # DatabaseUnreachable: one line from the CLI, exit code 2
+        summary = worker.run()  # DatabaseUnreachable: one line from the CLI, exit code 1
     if summary.gave_up:
         # Quarantined: one line, exit code 1 (the device, not the command line, is at fault).
         print(f"harness: error: {summary.stop_reason}", file=sys.stderr)

@@ -58,7 +58,7 @@ def test_demo_runs_the_whole_loop(tmp_path, capsys, one_torch_thread):
 
 
 def test_demo_rejects_bad_options(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--max-epochs", "0"]) == 2
+    assert main(["demo", "--out", str(tmp_path), "--max-epochs", "0"]) == 1
     assert "--max-epochs must be at least 1" in capsys.readouterr().err
 
 

@@ -248,7 +248,7 @@ def test_launch_refusals_are_one_line(tmp_path, sqlite_url, capsys, monkeypatch,
     if "--db" not in argv:
         argv = [*argv, "--db", sqlite_url]
     code, out, err = _run(capsys, "launch", *argv)
-    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert code == 1 and out == "" and err.count("\n") == 1, err
     assert message in err
     assert not (tmp_path / "submitted.sh").exists()
 

@@ -144,7 +144,7 @@ def test_cpu_smoke_run_writes_the_documented_json(tmp_path, capsys):
     ],
 )
 def test_bad_options_fail_with_one_clear_line(argv, message, tmp_path, capsys):
-    assert main(["bench", "--device", "cpu", *argv, "--out", str(tmp_path)]) == 2
+    assert main(["bench", "--device", "cpu", *argv, "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("harness: error: ") and message in err and err.count("\n") == 1
     assert not list(tmp_path.iterdir())

@@ -202,7 +202,7 @@ def test_cli_fetch_checksum_mismatch_through_the_mirror(server, tmp_path, capsys
     (folder / "train_32x32.mat").write_bytes(b"a tiny file, not SVHN")
     code = main(["data", "fetch", "svhn", "--data", str(tmp_path / "d"), "--mirror", base])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err.count("\n") == 0
+    assert code == 1 and err.count("\n") == 0
     assert (
         "checksum mismatch for train_32x32.mat: expected md5 e26dedcc434d2e4c54c9b2d4a06d8373"
         in err
@@ -212,7 +212,7 @@ def test_cli_fetch_checksum_mismatch_through_the_mirror(server, tmp_path, capsys
 
 def test_cli_verify_and_list_with_files(tmp_path, capsys):
     files.write_fashionmnist(tmp_path, gz=True)
-    assert main(["data", "verify", "fashionmnist", "--data", str(tmp_path)]) == 2
+    assert main(["data", "verify", "fashionmnist", "--data", str(tmp_path)]) == 1
     out, err = capsys.readouterr()
     assert out.count("FAIL") == 4 and "checksum mismatch for train-images-idx3-ubyte.gz" in out
     assert err.startswith("harness: error: 4 file(s)")
@@ -223,7 +223,7 @@ def test_cli_verify_and_list_with_files(tmp_path, capsys):
     assert row.split()[1] == "yes" and str(tmp_path / "fashionmnist") in row
     assert main(["data", "verify", "--data", str(tmp_path / "none")]) == 0
     assert "no downloaded datasets" in capsys.readouterr().out
-    assert main(["data", "fetch", "mnist", "--data", str(tmp_path)]) == 2
+    assert main(["data", "fetch", "mnist", "--data", str(tmp_path)]) == 1
     assert "valid: tinyimagenet" in capsys.readouterr().err
-    assert main(["data", "fetch", "padufes20", "--data", str(tmp_path)]) == 2
+    assert main(["data", "fetch", "padufes20", "--data", str(tmp_path)]) == 1
     assert "https://data.mendeley.com/datasets/zr7vgbcyr2/1" in capsys.readouterr().err

@@ -147,7 +147,7 @@ def test_malformed_grid_file_is_one_clear_error(capsys, sqlite_url, tmp_path, co
     grid = tmp_path / "bad.yaml"
     grid.write_text(content)
     code, out, err = _enqueue(capsys, "--grid", str(grid), "--db", sqlite_url)
-    assert code == 2 and out == ""
+    assert code == 1 and out == ""
     assert err.count("\n") == 1 and err.startswith(f"harness: error: grid file {grid}: ")
     assert message in err
     assert _jobs(sqlite_url) == []
@@ -162,7 +162,7 @@ def test_malformed_grid_file_from_a_real_process(sqlite_url, tmp_path):
         text=True,
         timeout=120,
     )
-    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.returncode == 1 and proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "invalid YAML at line 6" in lines[0], proc.stderr
 
@@ -181,7 +181,7 @@ def test_malformed_grid_file_from_a_real_process(sqlite_url, tmp_path):
 )
 def test_bad_arguments(capsys, sqlite_url, argv, message):
     code, _, err = _enqueue(capsys, *argv, "--db", sqlite_url)
-    assert code == 2 and message in err and err.count("\n") == 1
+    assert code == 1 and message in err and err.count("\n") == 1
 
 
 def test_job_count_matches_database(capsys, sqlite_url):
@@ -214,4 +214,4 @@ def test_vary_split_in_a_grid_file(capsys, sqlite_url, tmp_path):
         "name: v\nmodels: [resnet18]\ndatasets: [svhn]\nseeds: [1]\nvary_split: yes please\n"
     )
     code, _, err = _enqueue(capsys, "--grid", str(grid), "--db", sqlite_url)
-    assert code == 2 and "'vary_split' must be true or false" in err
+    assert code == 1 and "'vary_split' must be true or false" in err

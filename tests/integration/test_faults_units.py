@@ -59,7 +59,7 @@ def test_worker_refuses_a_bad_fault_spec_before_claiming(sqlite_url, tmp_path):
         text=True,
         timeout=60,
     )
-    assert proc.returncode == 2
+    assert proc.returncode == 1
     assert proc.stderr.startswith("harness: error: HARNESS_FAULTS='claim:lots': ")
     assert proc.stderr.count("\n") == 1
 
@@ -122,10 +122,10 @@ def test_backoff_gives_up_after_the_patience_with_one_line(caplog):
 def test_worker_options_for_faults(capsys, sqlite_url):
     from harness.cli import main
 
-    assert main(["worker", "--db", sqlite_url, "--db-patience", "-1"]) == 2
+    assert main(["worker", "--db", sqlite_url, "--db-patience", "-1"]) == 1
     err = capsys.readouterr().err
     assert err == "harness: error: --db-patience must be 0 or more seconds (got -1)\n"
-    assert main(["worker", "--db", sqlite_url, "--runner", "no_such_module:run_job"]) == 2
+    assert main(["worker", "--db", sqlite_url, "--runner", "no_such_module:run_job"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("harness: error: --runner no_such_module:run_job: No module named")
     assert err.count("\n") == 1

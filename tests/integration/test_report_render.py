@@ -111,11 +111,11 @@ def test_empty_missing_and_invalid_inputs_give_one_line_errors(sqlite_url, tmp_p
     with pytest.raises(HarnessError, match="no database at"):
         build_report(f"sqlite:///{tmp_path / 'nope.db'}", out_dir=out)
     assert not (tmp_path / "nope.db").exists()
-    assert main(["report", "--db", sqlite_url, "--out", str(out)]) == 2
+    assert main(["report", "--db", sqlite_url, "--out", str(out)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("harness: error: the database") and "\n" not in err
     fill_synthetic(make_engine(sqlite_url), [SyntheticRun("resnet18", "svhn", 1)])
-    assert main(["report", "--db", sqlite_url, "--out", str(out), "--format", "pdf"]) == 2
+    assert main(["report", "--db", sqlite_url, "--out", str(out), "--format", "pdf"]) == 1
     assert "unknown --format pdf; valid: md, latex, csv, json" in capsys.readouterr().err
     with pytest.raises(HarnessError, match="no jobs under protocol 'reference-code'"):
         build_report(sqlite_url, out_dir=out, protocol="reference-code")

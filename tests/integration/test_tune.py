@@ -182,7 +182,7 @@ def test_enqueue_tuned_refuses_untuned_or_unequal_cells(tuned_db, capsys):
     url = tuned_db["url"]
     code = _enqueue(url, "--models", "resnet18", "se_resnet18", "--hparams", "tuned")
     err = capsys.readouterr().err
-    assert code == 2 and "se_resnet18/digits (not tuned)" in err
+    assert code == 1 and "se_resnet18/digits (not tuned)" in err
     assert (
         f"harness tune --dataset digits --models se_resnet18 --trials 3 --epochs 2 --db {url}"
         in err
@@ -198,11 +198,11 @@ def test_enqueue_tuned_refuses_untuned_or_unequal_cells(tuned_db, capsys):
     study.add_trial(optuna.trial.create_trial(params={"lr": 1e-3}, distributions=dist, value=0.5))
     code = _enqueue(url, "--models", "resnet18", "cbam_resnet18", "--hparams", "tuned")
     err = capsys.readouterr().err
-    assert code == 2 and "cbam_resnet18/digits (1 of 3 trials)" in err
+    assert code == 1 and "cbam_resnet18/digits (1 of 3 trials)" in err
 
     code = _enqueue(url, "--models", "resnet18", "--hparams", "tuned", "--set", "lr=0.01")
     err = capsys.readouterr().err
-    assert code == 2 and "--set lr=..." in err and err.count("\n") == 1
+    assert code == 1 and "--set lr=..." in err and err.count("\n") == 1
     with Session(make_engine(url)) as session:
         assert not list(session.scalars(select(Job).where(Job.model == "cbam_resnet18")))
 
@@ -223,7 +223,7 @@ def test_enqueue_tuned_refuses_untuned_or_unequal_cells(tuned_db, capsys):
 )  # fmt: skip
 def test_tune_refuses_bad_input_in_one_line(argv, message, capsys, sqlite_url):
     db = [] if "--db" in argv else ["--db", sqlite_url]
-    assert main(["tune", *db, *argv]) == 2
+    assert main(["tune", *db, *argv]) == 1
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "secret" not in err
     if not db:

@@ -33,7 +33,7 @@ def test_worker_rejects_bad_options_in_one_line(capsys, sqlite_url, argv, messag
     if "--db" not in argv:
         argv = [*argv, "--db", sqlite_url]
     code, out, err = _run(capsys, "worker", *argv)
-    assert code == 2 and out == "" and err.count("\n") == 1 and message in err
+    assert code == 1 and out == "" and err.count("\n") == 1 and message in err
 
 
 def test_worker_without_cuda_says_so(capsys, sqlite_url):
@@ -42,7 +42,7 @@ def test_worker_without_cuda_says_so(capsys, sqlite_url):
     if torch.cuda.is_available():
         pytest.skip("this host has CUDA")
     code, _, err = _run(capsys, "worker", "--gpu", "0", "--db", sqlite_url)
-    assert code == 2 and "CUDA is not available on this host; use --device cpu" in err
+    assert code == 1 and "CUDA is not available on this host; use --device cpu" in err
 
 
 def test_status_and_retry_stale_from_the_command_line(capsys, sqlite_url):

@@ -288,7 +288,7 @@ def test_max_jobs_limits_the_cohort_and_a_lost_lease_stops_it(sqlite_url, tmp_pa
 
 @pytest.mark.parametrize("value", ["0", "-2"])
 def test_fuse_seeds_below_one_is_one_clear_error(capsys, sqlite_url, value):
-    assert main(["worker", "--db", sqlite_url, "--fuse-seeds", value]) == 2
+    assert main(["worker", "--db", sqlite_url, "--fuse-seeds", value]) == 1
     out, err = capsys.readouterr()
     assert out == "" and err == f"harness: error: --fuse-seeds must be at least 1 (got {value})\n"
 
@@ -299,7 +299,7 @@ def test_a_runner_module_without_run_jobs_is_refused_before_claiming(capsys, sql
     # The module has a FUNC and JobInterrupted, so only its missing run_jobs is at fault.
     argv = ["worker", "--db", sqlite_url, "--fuse-seeds", "2", "--runner",
             "harness.training.outcome:job_outcome"]  # fmt: skip
-    assert main(argv) == 2
+    assert main(argv) == 1
     err = capsys.readouterr().err
     assert err.startswith("harness: error: ") and err.count("\n") == 1
     assert "run_jobs" in err and "drop --fuse-seeds" in err

@@ -45,7 +45,7 @@ def _enqueue(engine, seeds: tuple[int, ...]) -> None:
 def _error(capsys, *argv: str) -> str:
     code = main(["worker", *argv])
     out, err = capsys.readouterr()
-    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert code == 1 and out == "" and err.count("\n") == 1, err
     return err
 
 

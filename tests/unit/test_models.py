@@ -335,11 +335,11 @@ def test_harness_models_prints_the_table(capsys) -> None:
 def test_harness_models_defaults_and_bad_input(capsys) -> None:
     args = build_parser().parse_args(["models"])
     assert (args.in_channels, args.num_classes) == (3, 10)
-    assert main(["models", "--num-classes", "0"]) == 2
+    assert main(["models", "--num-classes", "0"]) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert (
         err
         == "harness: error: --num-classes must be a positive integer, got 0 (e.g. --num-classes 10)"
     )
-    assert main(["models", "--in-channels", "-1"]) == 2
+    assert main(["models", "--in-channels", "-1"]) == 1
     assert "--in-channels must be a positive integer" in capsys.readouterr().err
