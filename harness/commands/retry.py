@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.queue.jobs import retry_failed, retry_stale
     from harness.store.engine import make_engine
 
-    engine = make_engine(db_url(args))
+    engine = make_engine(db_url(args), must_exist=True)
     if args.failed:
         print(f"{retry_failed(engine)} failed job(s) requeued")
     else:

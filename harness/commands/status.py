@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.interval <= 0:
         raise HarnessError(f"--interval must be positive (got {args.interval:g})")
-    engine = make_engine(db_url(args))
+    engine = make_engine(db_url(args), must_exist=True)
     if not args.watch:
         print(format_status(collect_status(engine, args.failures)))
         return 0

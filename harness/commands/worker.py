@@ -121,6 +121,11 @@ def resolve_device(args: argparse.Namespace) -> str:
         raise HarnessError(
             f"--device {device!r} is not a torch device; use cpu, cuda or cuda:N"
         ) from None
+    if parsed.type not in ("cpu", "cuda"):
+        raise HarnessError(
+            f"--device {device!r} is not supported: jobs train on cpu or cuda[:N] (the fast path "
+            "and the fault suite are built for those two)"
+        )
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
             raise HarnessError(f"{device}: CUDA is not available on this host; use --device cpu")

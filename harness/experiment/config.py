@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ from harness.errors import HarnessError
 PROTOCOLS = ("paper", "reference-code")
 PIPELINES = ("loader", "device")  # batch source + step: docs/PERFORMANCE.md
 HPARAM_SOURCES = ("paper", "tuned")
+PRECISIONS = ("fp32", "bf16")  # harness.training.runtime maps them to autocast dtypes
 
 # Reference-code quirks (REFERENCE_NOTES.md, "Where the code departs from the paper").
 QUIRKS: dict[str, str] = {
@@ -94,6 +96,11 @@ class TrainConfig:
     data: dict[str, Any] = field(default_factory=dict)
     quirks: dict[str, bool] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Every path into a job builds one (grid file, --set, CLI options, import, a stored
+        # row), so a value no job could run with is refused here, before anything is queued.
+        check_train_config(self)
+
     def quirk(self, name: str) -> bool:
         return bool(self.quirks.get(name, False))
 
@@ -104,6 +111,80 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def _finite(low: float, *, above: bool = False, below: float | None = None) -> tuple[Any, str]:
+    def ok(v: Any) -> bool:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return False
+        return (v > low if above else v >= low) and (below is None or v < below)
+
+    sign = ">" if above else ">="
+    upper = f" and < {below}" if below is not None else ""
+    return ok, f"a finite number {sign} {low:g}{upper}"
+
+
+def _integer(low: int) -> tuple[Any, str]:
+    def ok(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+    return ok, f"an integer >= {low}"
+
+
+def _one_of(*values: Any) -> tuple[Any, str]:
+    return (lambda v: v in values), "one of " + ", ".join(map(str, values))
+
+
+# What each setting allows; TrainConfig.__post_init__ checks every one (docs/ERRORS.md).
+ALLOWED: dict[str, tuple[Any, str]] = {
+    "lr": _finite(0, above=True),
+    "weight_decay": _finite(0),
+    "batch_size": _integer(1),
+    "max_epochs": _integer(1),
+    "lr_factor": _finite(0, above=True, below=1),  # Keras: the factor must be < 1
+    "lr_patience": _integer(0),
+    "min_lr": _finite(0),
+    "es_patience": _integer(0),
+    "grad_batches": _integer(1),
+    "max_train_batches": ((lambda v: v is None or _integer(1)[0](v)), "null or an integer >= 1"),
+    "deterministic": ((lambda v: isinstance(v, bool)), "true or false"),
+    "precision": _one_of(*PRECISIONS),
+    "pipeline": _one_of(*PIPELINES),
+    "hparams": _one_of(*HPARAM_SOURCES),
+}
+MODEL_ALLOWED: dict[str, tuple[Any, str]] = {
+    "d_model": _integer(1),
+    "nhead": _integer(1),
+    "dim_feedforward": _integer(1),
+    "num_layers": _integer(1),
+    "dropout": _finite(0, below=1),
+    "rope_base": _finite(0, above=True),
+    "reduction": _integer(1),
+    "spatial_kernel": ((lambda v: _integer(1)[0](v) and v % 2 == 1), "an odd integer >= 1"),
+}
+
+
+def refused(key: str, value: Any, allowed: str) -> HarnessError:
+    """The one line for a setting no job could run with."""
+    return HarnessError(
+        f"setting {key}={value!r} refused: {key} must be {allowed} "
+        "(fix --set, the grid file's overrides or the option that sets it)"
+    )
+
+
+def check_train_config(config: TrainConfig) -> None:
+    for key, (ok, allowed) in ALLOWED.items():
+        value = getattr(config, key)
+        if not ok(value):
+            raise refused(key, value, allowed)
+    for key, value in config.model.items():
+        rule = MODEL_ALLOWED.get(key)
+        if rule is not None and not rule[0](value):
+            raise refused(f"model.{key}", value, rule[1])
+    heads = config.model.get("nhead")
+    width = config.model.get("d_model")
+    if heads and width and width % heads:
+        raise refused("model.nhead", heads, f"a divisor of model.d_model={width}")
 
 
 _SCALAR_KEYS = {
@@ -195,11 +276,25 @@ def resolve_config(
     if quirks["small_nope_encoder"] and model == "gradattn_nope" and dataset in SMALL_NOPE_DATASETS:
         model_cfg = {**SMALL_NOPE_ENCODER, **model_cfg}
     _check_model_overrides(model, model_cfg)
+    _check_data_options(dataset, data_cfg)
     if quirks["svhn_merge_extra"] and dataset == "svhn":
         data_cfg.setdefault("merge_extra", True)
     # Keep only the quirks that are on: a job's key must not change when a new quirk is added.
     on = {name: True for name, enabled in quirks.items() if enabled}
     return TrainConfig(**scalars, model=model_cfg, data=data_cfg, quirks=on)
+
+
+def _check_data_options(dataset: str, data_cfg: dict[str, Any]) -> None:
+    """Refuse at enqueue time a data.<option> the dataset's loader would refuse in every job."""
+    from harness import datasets
+
+    if dataset not in datasets.DATASET_NAMES:
+        return  # the grid layer reports unknown dataset names with the valid list
+    allowed = datasets.get_source(dataset).options
+    for key in data_cfg:
+        if key not in allowed:
+            valid = ", ".join(f"data.{k}" for k in allowed) or "none"
+            raise HarnessError(f"override data.{key} does not apply to {dataset}; valid: {valid}")
 
 
 def _check_model_overrides(model: str, model_cfg: dict[str, Any]) -> None:

@@ -168,6 +168,11 @@ def load_grid_file(path: Path) -> Grid:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise HarnessError(f"cannot read grid file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise HarnessError(
+            f"{where}not UTF-8 text (byte {exc.start}: {exc.object[exc.start : exc.start + 1]!r}); "
+            "save it as UTF-8 YAML"
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -220,12 +225,26 @@ def load_grid_file(path: Path) -> Grid:
 
 
 def _check_overrides(grid: Grid, where: str = "") -> None:
-    """Resolve one cell so a bad override fails before anything is queued."""
-    model, dataset = grid.cells[0]
-    try:
-        resolve_config(grid.protocol, dataset, model, grid.overrides)
-    except HarnessError as exc:
-        raise HarnessError(f"{where}{exc}") from None
+    """Resolve every cell so a bad override fails before anything is queued (a data option
+    or a model setting may apply to some cells and not to others)."""
+    for model, dataset in grid.cells:
+        try:
+            resolve_config(grid.protocol, dataset, model, grid.overrides)
+        except HarnessError as exc:
+            raise HarnessError(f"{where}{exc}") from None
+    for seed in (*grid.seeds, grid.split_seed):
+        check_seed(seed, where)
+
+
+MAX_SEED = 2**32 - 1  # numpy's and torch's seeding accept 0 .. 2**32 - 1
+
+
+def check_seed(seed: int, where: str = "") -> None:
+    """Seeds are integers in 0 .. 2**32 - 1 (what numpy's seeding accepts)."""
+    if not 0 <= seed <= MAX_SEED:
+        raise HarnessError(
+            f"{where}seed {seed} refused: seeds must be integers from 0 to {MAX_SEED}"
+        )
 
 
 def resolve_grid(

@@ -6,6 +6,7 @@ never sees a half-written report; the HTML opens offline (inline CSS and JS, rel
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import tempfile
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 
 from harness.errors import HarnessError
 from harness.experiment.config import PROTOCOLS
@@ -39,14 +40,8 @@ def _engine(db: str | Engine) -> tuple[Engine, str]:
     if isinstance(db, Engine):
         return db, mask_url(db.url.render_as_string(hide_password=True))
     url = str(db)
-    if url.startswith("sqlite"):
-        path = make_url(url).database
-        # A report must not create an empty database file where the user mistyped a path.
-        if path and path != ":memory:" and not Path(path).exists():
-            raise HarnessError(
-                f"no database at {path}; pass the URL your workers use (--db / HARNESS_DB)"
-            )
-    return make_engine(url), mask_url(url)
+    # A report must not create an empty database file where the user mistyped a path.
+    return make_engine(url, must_exist=True), mask_url(url)
 
 
 def default_name(grids: list[str]) -> str:
@@ -191,8 +186,15 @@ def build_report(
             f"unknown report format(s) {', '.join(unknown)}; valid: {', '.join(FORMATS)}"
         )
     out_root = Path(out_dir) if out_dir is not None else DEFAULT_OUT
-    out_root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out_root))
+    created = _make_out_dir(out_root)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out_root))
+    except OSError as exc:
+        _remove_empty(created)
+        raise HarnessError(
+            f"cannot write a report into --out {out_root}: {exc.strerror or exc}; give a "
+            "directory you can write to"
+        ) from None
     try:
         data = collect(db, protocol, name, staging, claims_file)
         html.write_html(data, staging / "index.html")
@@ -205,8 +207,31 @@ def build_report(
         _swap_into_place(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        _remove_empty(created)  # a failed report leaves no empty --out directory behind
         raise
     return final / "index.html"
+
+
+def _make_out_dir(out_root: Path) -> list[Path]:
+    """Create --out (and missing parents); the directories it created, deepest first."""
+    if out_root.exists() and not out_root.is_dir():
+        raise HarnessError(f"--out {out_root} is a file, not a directory; give a directory")
+    created = [p for p in (out_root, *out_root.parents) if not p.exists()]
+    try:
+        out_root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _remove_empty(created)
+        raise HarnessError(
+            f"cannot create --out {out_root}: {exc.strerror or exc}; give a directory you can "
+            "write to"
+        ) from None
+    return created
+
+
+def _remove_empty(directories: list[Path]) -> None:
+    for directory in directories:
+        with contextlib.suppress(OSError):  # not empty, or never made
+            directory.rmdir()
 
 
 def _swap_into_place(staging: Path, final: Path) -> None:

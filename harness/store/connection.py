@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event, func, select
@@ -46,15 +47,18 @@ def mask_url(url: str) -> str:
         return "<unparseable database URL>"
 
 
-def connect(url: str) -> Engine:
+def connect(url: str, *, must_exist: bool = False) -> Engine:
     """An engine for `url` with the queue's SQLite/PostgreSQL settings; connects lazily.
 
-    A malformed URL or a missing driver is one HarnessError line (password masked).
+    A malformed URL or a missing driver is one HarnessError line (password masked); so is an
+    in-memory SQLite URL, a file that is not an SQLite database, and, with `must_exist`, an
+    SQLite file that does not exist (a command that only reads must not create one).
     """
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     try:
         if url.startswith("sqlite"):
+            check_sqlite_file(url, must_exist=must_exist)
             # isolation_level=None lets the queue issue BEGIN IMMEDIATE itself.
             engine = create_engine(url, connect_args={"timeout": 30, "isolation_level": None})
             event.listen(engine, "connect", _sqlite_pragmas)
@@ -69,6 +73,11 @@ def connect(url: str) -> Engine:
             )
         else:
             engine = create_engine(url, pool_pre_ping=True)
+    except ValueError as exc:  # SQLAlchemy parses the port with int()
+        raise HarnessError(
+            f"invalid database URL ({masked(exc, url)}): the port must be a number, e.g. "
+            "postgresql+psycopg://USER:PASS@HOST:5432/DB"
+        ) from None
     except (ArgumentError, NoSuchModuleError) as exc:
         raise HarnessError(
             f"invalid database URL {mask_url(url)} ({masked(exc, url)}); use sqlite:///PATH or "
@@ -80,6 +89,38 @@ def connect(url: str) -> Engine:
             "pip install 'psycopg[binary]' (the project's `postgres` extra)"
         ) from None
     return engine
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+
+
+def check_sqlite_file(url: str, *, must_exist: bool = False) -> None:
+    """Refuse an SQLite URL the queue cannot keep jobs in, before anything is created."""
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file::memory:"):
+        raise HarnessError(
+            f"{url} is an in-memory database: every queued job would vanish when the command "
+            "exits; give a file, e.g. --db sqlite:///results.db"
+        )
+    path = Path(database)
+    if not path.exists():
+        if must_exist:
+            raise HarnessError(
+                f"no database at {path}: check the path (--db / HARNESS_DB), or queue jobs "
+                "first with harness enqueue"
+            )
+        return
+    if path.is_dir():
+        raise HarnessError(f"--db {path} is a directory; give a database file inside it")
+    with open(path, "rb") as handle:
+        header = handle.read(len(SQLITE_HEADER))
+    if header and header != SQLITE_HEADER:
+        raise HarnessError(
+            f"{path} is not an SQLite database (it does not start with 'SQLite format 3'); "
+            "give the path of a results database, or a new file name"
+        )
 
 
 def masked(text: object, url: str) -> str:

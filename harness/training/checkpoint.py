@@ -111,10 +111,12 @@ def load_checkpoint(path: Path, job_key: str, device: str | torch.device) -> dic
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:
+        # torch's own text may suggest weights_only=False: never pass that on (it would run
+        # whatever code the file holds); name the file and the safe fix instead.
         raise HarnessError(
-            f"cannot read checkpoint {path} ({type(exc).__name__}: {exc}); delete it to restart "
-            "the job from epoch 1"
-        ) from exc
+            f"cannot read checkpoint {path.resolve()} ({type(exc).__name__}): it is damaged or "
+            "not a harness checkpoint; delete it to restart the job from epoch 1"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise HarnessError(
             f"checkpoint {path} has an unknown format; delete it to restart the job from epoch 1"

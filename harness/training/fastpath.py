@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-PRECISIONS = ("fp32", "bf16")
+from harness.experiment.config import PRECISIONS
+
 WARMUP_STEPS = 3  # eager steps on a side stream before capture, as torch.cuda.graphs asks
 
 

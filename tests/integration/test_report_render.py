@@ -107,7 +107,7 @@ def test_empty_missing_and_invalid_inputs_give_one_line_errors(sqlite_url, tmp_p
     make_engine(sqlite_url)  # schema, no jobs
     with pytest.raises(HarnessError, match="has no jobs; run `harness enqueue`"):
         build_report(sqlite_url, out_dir=out)
-    assert list(out.iterdir()) == []  # nothing half-written
+    assert not out.exists()  # nothing half-written, not even the empty --out directory
     with pytest.raises(HarnessError, match="no database at"):
         build_report(f"sqlite:///{tmp_path / 'nope.db'}", out_dir=out)
     assert not (tmp_path / "nope.db").exists()
