@@ -137,7 +137,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
     root = data_root(args)
     names = _names(args.name, allow_all=False)
-    problems = 0
+    failing: list[str] = []
     checked = 0
     for name in names:
         source = datasets.get_source(name)
@@ -145,13 +145,16 @@ def run_verify(args: argparse.Namespace) -> int:
             continue  # embedded, or nothing of it downloaded: only a named set reports missing
         for status in source.verify(root):
             checked += 1
-            problems += not status.ok
+            if not status.ok:
+                failing.append(f"{status.path}: {status.note.removeprefix(f'{name}: ')}")
             print(f"{name}: {'ok  ' if status.ok else 'FAIL'} {status.path}: {status.note}")
     if args.name is None and checked == 0:
         print(f"no downloaded datasets under {root}")
-    if problems:
+    if failing:
+        # The one line names the first bad file; the table above lists every one.
+        more = f" (and {len(failing) - 1} more listed above)" if len(failing) > 1 else ""
         raise HarnessError(
-            f"{problems} file(s) missing or failing verification; fetch again with "
-            "`harness data fetch NAME` (delete a corrupt file first)"
+            f"{len(failing)} file(s) missing or failing verification: {failing[0].split('; ')[0]}"
+            f"{more}; delete a file that differs and fetch again with `harness data fetch NAME`"
         )
     return 0

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.datasets._core import DatasetError, LoadedDataset, file_hash
-from harness.datasets.download import Remote, check_file, download
+from harness.datasets.download import Remote, check_file, differs, download
 from harness.datasets.shape import DataShape
 
 MANIFEST = ".manifest.json"
@@ -32,6 +32,9 @@ class Source:
     remotes: tuple[Remote, ...] = ()
     manual: str | None = None  # manual-download instructions when there is no automatic fetch
     options: tuple[str, ...] = ()
+    # md5s published for unpacked files (path relative to `directory`), e.g. torchvision's
+    # per-batch digests for CIFAR-10: `verify` checks these even when the archive is gone.
+    unpacked_md5: dict[str, str] = {}
 
     def directory(self, root: Path) -> Path:
         return Path(root) / self.name
@@ -108,6 +111,14 @@ class Source:
                 ok = actual == digest
                 note = "sha256 ok" if ok else f"sha256 mismatch: recorded {digest}, got {actual}"
                 statuses.append(FileStatus(path, ok, note))
+        for rel, expected in self.unpacked_md5.items():
+            path = directory / rel
+            if not path.is_file():
+                continue  # reported as missing below
+            actual = file_hash(path, "md5")
+            ok = actual == expected
+            note = "md5 ok" if ok else differs(rel, "md5", expected, actual)
+            statuses.append(FileStatus(path, ok, note))
         checked = {s.path for s in statuses}
         for path in self.required_files(root):
             if not self._available(path):

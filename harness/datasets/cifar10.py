@@ -34,6 +34,16 @@ ARCHIVE = Remote(
 BATCH_FOLDER = "cifar-10-batches-py"
 BATCHES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5")
 TEST_BATCH = "test_batch"
+# torchvision.datasets.CIFAR10's published md5 of each unpacked file.
+UNPACKED_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+    "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+}
 EXPECTED_SIZES = (42_000, 9_000, 9_000)
 MEAN = (0.4914, 0.4822, 0.4465)  # Table 2
 STD = (0.2023, 0.1994, 0.2010)
@@ -71,6 +81,7 @@ class Cifar10Source(Source):
     label = "CIFAR-10"
     shape = SHAPE
     remotes = (ARCHIVE,)
+    unpacked_md5 = {f"{BATCH_FOLDER}/{name}": md5 for name, md5 in UNPACKED_MD5.items()}
 
     def required_files(self, root: Path, **options: Any) -> list[Path]:
         folder = self.directory(root) / BATCH_FOLDER

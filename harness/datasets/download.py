@@ -56,10 +56,11 @@ def check_file(name: str, remote: Remote, path: Path, fix: str | None = None) ->
     actual = file_hash(path, algorithm)
     if actual != expected:
         fix = fix or f"delete {path} and run `harness data fetch {name}`"
-        raise DatasetError(
-            f"{name}: checksum mismatch for {remote.filename}: expected {algorithm} {expected}, "
-            f"got {actual}; {fix}"
-        )
+        raise DatasetError(f"{name}: {differs(remote.filename, algorithm, expected, actual)}; {fix}")
+
+
+def differs(filename: str, algorithm: str, expected: str, actual: str) -> str:
+    return f"{filename} differs from the official file ({algorithm} expected {expected}, got {actual})"
 
 
 def download(name: str, remote: Remote, directory: Path, mirror: str | None = None) -> Path:
@@ -136,8 +137,10 @@ def safe_extract(archive: Path, target: Path) -> None:
             members = tf.getmembers()
             for member in members:
                 _inside(root, member.name)
-                if member.issym() or member.islnk():
+                if member.issym():  # a symlink's target is named from its own directory
                     _inside(root, str(Path(member.name).parent / member.linkname))
+                elif member.islnk():  # a hard link's target is named from the archive root
+                    _inside(root, member.linkname)
                 if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
                     raise DatasetError(f"refusing to extract special file {member.name!r}")
             if hasattr(tarfile, "data_filter"):

@@ -64,6 +64,7 @@ def complete(engine: Engine, lease: Lease, outcome: Any, slots: int) -> bool:
             conn,
             lease,
             status="done",
+            error=None,  # an earlier attempt's failure text no longer describes this job
             finished_at=now,
             heartbeat_at=now,
             lease_expires_at=None,

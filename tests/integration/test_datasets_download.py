@@ -64,7 +64,7 @@ def test_checksum_mismatch_reports_both_digests_and_leaves_nothing(server, tmp_p
     expected = "0" * 32
     remote = Remote("https://example.invalid/blob.bin", "blob.bin", md5=expected)
     actual = hashlib.md5(b"not the published bytes").hexdigest()
-    with pytest.raises(datasets.DatasetError, match=rf"expected md5 {expected}, got {actual}"):
+    with pytest.raises(datasets.DatasetError, match=rf"md5 expected {expected}, got {actual}"):
         download("demo", remote, tmp_path / "out", mirror=base)
     assert list((tmp_path / "out").iterdir()) == []  # neither the file nor its .part
 
@@ -94,11 +94,18 @@ def test_load_with_download_goes_through_the_same_verified_path(tmp_path, monkey
     assert not list((tmp_path / "svhn").iterdir())
 
 
-def _tar_with(path: Path, name: str, data: bytes = b"x", link: str | None = None) -> Path:
+def _tar_with(
+    path: Path, name: str, data: bytes = b"x", link: str | None = None, hard: str | None = None
+) -> Path:
     with tarfile.open(path, "w:gz") as tf:
+        if hard is not None:  # a real member for a hard link inside the archive to name
+            real = tarfile.TarInfo("dir/real.txt")
+            real.size = 4
+            tf.addfile(real, io.BytesIO(b"real"))
         info = tarfile.TarInfo(name)
-        if link is not None:
-            info.type, info.linkname = tarfile.SYMTYPE, link
+        if link is not None or hard is not None:
+            kind = tarfile.SYMTYPE if link is not None else tarfile.LNKTYPE
+            info.type, info.linkname = kind, link if link is not None else hard
             tf.addfile(info)
         else:
             info.size = len(data)
@@ -204,7 +211,7 @@ def test_cli_fetch_checksum_mismatch_through_the_mirror(server, tmp_path, capsys
     err = capsys.readouterr().err.strip()
     assert code == 1 and err.count("\n") == 0
     assert (
-        "checksum mismatch for train_32x32.mat: expected md5 e26dedcc434d2e4c54c9b2d4a06d8373"
+        "train_32x32.mat differs from the official file (md5 expected e26dedcc434d2e4c54c9b2d4a06d8373"
         in err
     )
     assert hashlib.md5(b"a tiny file, not SVHN").hexdigest() in err
@@ -214,8 +221,8 @@ def test_cli_verify_and_list_with_files(tmp_path, capsys):
     files.write_fashionmnist(tmp_path, gz=True)
     assert main(["data", "verify", "fashionmnist", "--data", str(tmp_path)]) == 1
     out, err = capsys.readouterr()
-    assert out.count("FAIL") == 4 and "checksum mismatch for train-images-idx3-ubyte.gz" in out
-    assert err.startswith("harness: error: 4 file(s)")
+    assert out.count("FAIL") == 4 and "train-images-idx3-ubyte.gz differs from the official file (md5" in out
+    assert err.startswith("harness: error: 4 file(s)") and "train-images-idx3-ubyte.gz" in err
     assert main(["data", "list", "--data", str(tmp_path)]) == 0
     row = next(
         line for line in capsys.readouterr().out.splitlines() if line.startswith("fashionmnist")
@@ -227,3 +234,39 @@ def test_cli_verify_and_list_with_files(tmp_path, capsys):
     assert "valid: tinyimagenet" in capsys.readouterr().err
     assert main(["data", "fetch", "padufes20", "--data", str(tmp_path)]) == 1
     assert "https://data.mendeley.com/datasets/zr7vgbcyr2/1" in capsys.readouterr().err
+
+
+CRAFTED = {
+    "dotdot member": dict(name="sub/../../escaped.txt"),
+    "absolute member": dict(name="/tmp/harness-escaped.txt"),
+    "symlink out": dict(name="sub/link", link="../../escaped.txt"),
+    "absolute symlink": dict(name="link", link="/etc/passwd"),
+    # A hard link's target is named from the archive root: "dir/../../x" from a member two
+    # folders deep stays inside if read from the member's folder, and escapes from the root.
+    "hardlink out": dict(name="a/b/link", hard="dir/../../escaped.txt"),
+    "absolute hardlink": dict(name="link", hard="/etc/passwd"),
+}
+
+
+@pytest.mark.parametrize("with_filter", [True, False], ids=["data filter", "older Python"])
+@pytest.mark.parametrize("crafted", CRAFTED, ids=list(CRAFTED))
+def test_crafted_tar_members_are_refused_before_anything_is_written(
+    crafted, with_filter, tmp_path, monkeypatch
+):
+    if not with_filter:  # the check that stands in for tarfile's filters on older Pythons
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    target = tmp_path / "root" / "target"
+    archive = _tar_with(tmp_path / "evil.tar.gz", **CRAFTED[crafted])
+    with pytest.raises(datasets.DatasetError, match="outside"):
+        safe_extract(archive, target)
+    assert list(target.rglob("*")) == [] and not (tmp_path / "escaped.txt").exists()
+    assert not Path("/tmp/harness-escaped.txt").exists()
+
+
+@pytest.mark.parametrize("with_filter", [True, False], ids=["data filter", "older Python"])
+def test_links_inside_the_archive_extract(with_filter, tmp_path, monkeypatch):
+    if not with_filter:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    target = tmp_path / "target"
+    safe_extract(_tar_with(tmp_path / "h.tar.gz", "a/b/copy.txt", hard="dir/real.txt"), target)
+    assert (target / "a" / "b" / "copy.txt").read_bytes() == b"real"

@@ -120,7 +120,8 @@ def test_expired_lease_is_reclaimed_and_the_old_holder_is_fenced_out(db_url):
         assert session.scalar(select(func.count()).select_from(GradientLayer)) == 1
         done = {w.id: w.jobs_done for w in session.scalars(select(WorkerRow))}
     assert done == {"w1": 0, "w2": 1}
-    assert job_row(engine, old.id).status == "done"
+    row = job_row(engine, old.id)
+    assert row.status == "done" and row.error is None  # the stale "lease expired" text is cleared
     assert not recording.complete(engine, new.lease, _outcome(0.7), 1)  # only once
 
 

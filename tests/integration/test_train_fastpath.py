@@ -185,9 +185,7 @@ def test_resume_is_exact_with_the_device_pipeline(outcomes: dict) -> None:
 
 
 def test_unknown_pipeline_is_a_clear_error() -> None:
+    # Refused where the config is made, so no job with it is ever queued or run.
     spec = _spec(0, "loader")
-    bad = JobSpec(
-        spec.model, spec.dataset, 0, 42, "paper", dataclasses.replace(spec.config, pipeline="gpu")
-    )
-    with pytest.raises(HarnessError, match="unknown pipeline 'gpu'; valid: loader, device"):
-        run_job(bad, data_root=NO_DATA)
+    with pytest.raises(HarnessError, match="setting pipeline='gpu' refused: pipeline must be one"):
+        dataclasses.replace(spec.config, pipeline="gpu")

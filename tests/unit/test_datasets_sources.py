@@ -186,7 +186,7 @@ def test_tinyimagenet_zip_fetch_and_load(tmp_path):
     files.zip_tree(tree, folder / "tiny-imagenet-200.zip")
     source = datasets.get_source("tinyimagenet")
     # A locally placed archive is unpacked by fetch; its md5 differs from the published one.
-    with pytest.raises(datasets.DatasetError, match="checksum mismatch for tiny-imagenet-200.zip"):
+    with pytest.raises(datasets.DatasetError, match="tiny-imagenet-200.zip differs from the official file"):
         source.fetch(tmp_path / "data")
     from harness.datasets.download import safe_extract
 
@@ -271,3 +271,14 @@ def test_declared_urls_and_checksums_match_the_maintained_loaders():
     tv = {f[0] + ".gz": f[2] for split in PCAM._FILES.values() for f in split.values()}
     assert {r.filename: r.md5 for r in pcam.REMOTES} == tv
     assert gzip  # the module is used by the writers' formats; keep the import honest
+
+
+def test_cifar10_unpacked_digests_are_torchvisions():
+    # `data verify` checks each extracted batch against the md5 torchvision publishes.
+    from torchvision.datasets import CIFAR10
+
+    from harness.datasets import cifar10
+
+    published = {name: md5 for name, md5 in CIFAR10.train_list + CIFAR10.test_list}
+    published[CIFAR10.meta["filename"]] = CIFAR10.meta["md5"]
+    assert published == cifar10.UNPACKED_MD5
