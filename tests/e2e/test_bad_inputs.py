@@ -162,7 +162,7 @@ def test_bad_input_is_refused_with_one_line_and_changes_nothing(case, template_d
     if case.code == 1:
         assert len(lines) == 1 and lines[0].startswith("harness: error: "), err
     else:  # argparse: its usage text, then the one error line
-        assert lines[-1].startswith("harness enqueue: error: "), err
+        assert lines[-1].startswith("harness: error: "), err
     assert fill(case.message) in lines[-1], err
     assert (proc.stdout != "") == case.report, proc.stdout
     assert _tree(tmp_path) == before  # nothing written, nothing created, nothing removed

@@ -233,7 +233,7 @@ def test_sigterm_release_then_sigkill_then_resume_matches_uninterrupted_run(
     assert (summary.done, summary.failed, summary.stop_reason) == (1, 0, "queue empty")
     job = _job(engine, 1)
     assert (job.status, job.attempts) == ("done", 2)
-    assert "lease expired: worker" in job.error
+    assert job.error is None  # the lease expiry is history (attempts == 2), not a standing error
     assert not checkpoint.exists()
     assert _claims(tmp_path) == [(1, 1), (1, 1)]  # a and b; the third claim is attempt 2
     with Session(engine) as session:
