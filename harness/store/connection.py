@@ -91,11 +91,10 @@ def connect(url: str, *, must_exist: bool = False) -> Engine:
     return engine
 
 
-SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
-
-
 def check_sqlite_file(url: str, *, must_exist: bool = False) -> None:
     """Refuse an SQLite URL the queue cannot keep jobs in, before anything is created."""
+    import sqlite3
+
     from sqlalchemy.engine import make_url
 
     database = make_url(url).database
@@ -114,13 +113,23 @@ def check_sqlite_file(url: str, *, must_exist: bool = False) -> None:
         return
     if path.is_dir():
         raise HarnessError(f"--db {path} is a directory; give a database file inside it")
-    with open(path, "rb") as handle:
-        header = handle.read(len(SQLITE_HEADER))
-    if header and header != SQLITE_HEADER:
+    # Probe through SQLite, never open()/close(): closing any descriptor of the file drops
+    # every POSIX lock this process holds on it, so an open connection elsewhere in the process
+    # would stop counting as a reader; the last other process to close then deletes the -shm
+    # and this process's connections read a stale WAL index for good. SQLite's own VFS defers
+    # such closes while another connection holds locks.
+    probe = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        probe.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError as exc:
+        if "not a database" not in str(exc):
+            raise HarnessError(f"cannot open the database {path}: {exc}") from None
         raise HarnessError(
             f"{path} is not an SQLite database (it does not start with 'SQLite format 3'); "
             "give the path of a results database, or a new file name"
-        )
+        ) from None
+    finally:
+        probe.close()
 
 
 def masked(text: object, url: str) -> str:

@@ -36,6 +36,7 @@ from harness.training.runtime import (
     DeviceBatches,
     autocast,
     check_device,
+    check_last_batch,
     check_pipeline,
     derived_seed,
     determinism,
@@ -163,6 +164,7 @@ def run_jobs(
                          evaluate_test=evaluate_test)  # fmt: skip
         return run_by_resume_epoch(run_jobs, specs, paths, states, resumed, arguments)
     data = load_data(specs[0], data_root)
+    check_last_batch(len(data.train), config.batch_size, config.max_train_batches)
     outcomes: dict[int, JobOutcome] = {}
 
     with determinism(config.deterministic, device):

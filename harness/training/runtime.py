@@ -155,6 +155,19 @@ def check_pipeline(pipeline: str) -> None:
         )
 
 
+def check_last_batch(train_size: int, batch_size: int, max_batches: int | None = None) -> None:
+    """Refuse a batch size that leaves one image in the last training batch: BatchNorm cannot
+    normalise a batch of one after the last stage's 1x1 pooling (every model here has it), so
+    the job would fail at the end of its first epoch instead of here."""
+    reached = max_batches is None or max_batches * batch_size >= train_size
+    if reached and train_size % batch_size == 1:
+        raise HarnessError(
+            f"batch_size={batch_size} leaves a last training batch of one image "
+            f"({train_size} = {train_size // batch_size} x {batch_size} + 1), which BatchNorm "
+            f"cannot train on; pick another batch size (e.g. --set batch_size={batch_size + 1})"
+        )
+
+
 def derived_seed(seed: int, epoch: int, stream: str) -> int:
     """A 63-bit seed for one (job seed, epoch, purpose), independent of process history."""
     digest = hashlib.sha256(f"{seed}:{epoch}:{stream}".encode()).digest()

@@ -185,7 +185,7 @@ def test_signals_release_the_job_and_usr2_requeues(tmp_path, sqlite_url, capsys,
     monkeypatch.chdir(tmp_path)
     # Long enough (many batches) that it is still training when the signals land.
     _enqueue(capsys, sqlite_url, "--models", "resnet18", "--seeds", "1",
-             "--set", "max_epochs=5", "--set", "batch_size=8", "--set", "grad_batches=1")  # fmt: skip
+             "--set", "max_epochs=5", "--set", "batch_size=9", "--set", "grad_batches=1")  # fmt: skip
     code, out, err = _run(
         capsys, "launch", "--local", "--db", sqlite_url, "--logs", str(tmp_path / "logs" / "%j")
     )

@@ -138,3 +138,36 @@ def test_unreachable_database_is_one_clear_error(bad_url):
 
     with pytest.raises(HarnessError, match="cannot reach database"):
         make_engine(bad_url)
+
+
+def test_a_second_engine_keeps_the_first_ones_view_current(sqlite_url, tmp_path):
+    """Opening the database again in a process that already holds a connection (the launch
+    test does: enqueue, then an engine of its own) must not drop that connection's SQLite
+    locks: if it did, another process's last close would delete the -shm and the held
+    connection would read a stale WAL index for good (seen as a job 'queued' forever)."""
+    import subprocess
+    import sys
+
+    engine = make_engine(sqlite_url)
+    queue.enqueue(engine, tiny_specs(1), "test")
+    with Session(engine) as session:  # the pool now holds one open connection
+        assert session.scalars(select(Job.status)).one() == "queued"
+    make_engine(sqlite_url)  # probes the file again, in this process
+    path = sqlite_url.removeprefix("sqlite:///")
+    write = (
+        "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+        "c.execute(\"update jobs set status = ?\", (sys.argv[2],)); c.commit(); "
+        "print('written', flush=True); sys.stdin.read(); c.close()"
+    )
+    # One process writes and closes (it believes itself the last, were our locks gone), then
+    # another writes and stays open, as a worker in flight does.
+    subprocess.run([sys.executable, "-c", write, path, "released"], input="", check=True,
+                   capture_output=True, text=True)  # fmt: skip
+    holder = subprocess.Popen([sys.executable, "-c", write, path, "running"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "written"
+        with Session(engine) as session:
+            assert session.scalars(select(Job.status)).one() == "running"
+    finally:
+        holder.communicate("")

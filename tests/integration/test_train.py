@@ -200,6 +200,9 @@ def test_bad_settings_are_clear_errors() -> None:
         run_job(_spec(0, precision="fp8"), data_root=NO_DATA)
     with pytest.raises(HarnessError, match="device"):
         run_job(_spec(4), device="tpu", data_root=NO_DATA)
+    # digits trains on 1257 images: 157 x 8 + 1 would end each epoch on a batch of one.
+    with pytest.raises(HarnessError, match=r"batch_size=8 leaves a last training batch of one"):
+        run_job(_spec(0, batch_size=8, max_train_batches=None), data_root=NO_DATA)
 
 
 def test_checkpoint_write_is_atomic(tmp_path: Path) -> None:
