@@ -22,6 +22,8 @@ def _isolated_environment(
 ):
     monkeypatch.delenv("HARNESS_DB", raising=False)
     monkeypatch.delenv("HARNESS_DATA", raising=False)
+    # Downloads retry with backoff; tests of unreachable servers need not wait seconds.
+    monkeypatch.setenv("HARNESS_DOWNLOAD_BACKOFF", "0.01")
     yield
 
 

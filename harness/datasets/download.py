@@ -2,6 +2,7 @@
 
 A file is streamed to `<name>.part` beside its destination, its published checksum checked,
 and only then renamed into place, so an interrupted or corrupt download never looks present.
+Transient failures are retried with backoff and resumed with HTTP Range requests.
 `HARNESS_DATA_MIRROR` (or the `mirror` argument) replaces each file's official URL by
 `<mirror>/<filename>`: for a local mirror, and for tests that must not touch the network.
 """
@@ -9,12 +10,16 @@ and only then renamed into place, so an interrupted or corrupt download never lo
 from __future__ import annotations
 
 import http.client
+import logging
 import os
 import shutil
 import tarfile
+import time
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +27,18 @@ from harness.datasets._core import DatasetError, file_hash
 
 MIRROR_ENV = "HARNESS_DATA_MIRROR"
 TIMEOUT_S = 60
+RETRIES = 4  # after the first try
+BACKOFF_ENV = "HARNESS_DOWNLOAD_BACKOFF"  # seconds before the first retry; doubles each time
+BACKOFF_S = 2.0
+# Worth another try: the server, or the path to it, may recover. Anything else (404, 403, an
+# unknown URL scheme) fails at once.
+TRANSIENT_HTTP = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+log = logging.getLogger(__name__)
+
+
+class _Truncated(OSError):
+    """The body ended before its Content-Length: retried, resuming from what arrived."""
 
 
 @dataclass(frozen=True)
@@ -64,51 +81,163 @@ def differs(filename: str, algorithm: str, expected: str, actual: str) -> str:
 
 
 def download(name: str, remote: Remote, directory: Path, mirror: str | None = None) -> Path:
-    """Download `remote` into `directory` unless a verified copy is there; return its path."""
+    """Download `remote` into `directory` unless a verified copy is there; return its path.
+
+    Transient failures (connection errors, timeouts, a body cut short, HTTP 408/429/5xx) are
+    retried with exponential backoff, each retry resuming `<file>.part` with an HTTP Range
+    request; a run that still fails keeps the part for the next run to resume. The finished
+    file is verified before it is renamed into place; a resumed file that fails is fetched once
+    more from byte zero (its start may come from an older copy of the file)."""
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / remote.filename
     if target.is_file():
         check_file(name, remote, target)
         return target
     url = remote.source_url(mirror)
-    # Per-process name: two workers fetching the same file never write into each other's.
-    part = target.with_name(f"{target.name}.{os.getpid()}.part")
-    try:
-        _stream(url, part, remote.filename)
-        check_file(
-            name,
-            remote,
-            part,
-            fix=f"{url} did not serve the published file (nothing was kept); retry later, or "
-            f"download it by hand to {target}",
-        )
-    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-        part.unlink(missing_ok=True)
-        if isinstance(exc, DatasetError):
+    part = target.with_name(f"{target.name}.part")
+    fix = (
+        f"{url} did not serve the published file (nothing was kept); retry later, or download "
+        f"it by hand to {target}"
+    )
+    # One writer per directory across processes: two workers never append to the same part.
+    with _directory_lock(directory):
+        if target.is_file():  # another process finished it while this one waited
+            check_file(name, remote, target)
+            return target
+        try:
+            resumed = _fetch(url, part, remote.filename)
+            try:
+                check_file(name, remote, part, fix=fix)
+            except DatasetError:
+                part.unlink(missing_ok=True)
+                if not resumed:
+                    raise
+                log.info("%s: resumed %s failed its checksum; fetching it again from the "
+                            "start", name, remote.filename)  # fmt: skip
+                _fetch(url, part, remote.filename)
+                check_file(name, remote, part, fix=fix)
+        except DatasetError:
+            part.unlink(missing_ok=True)
             raise
-        reason = getattr(exc, "reason", None) or exc
-        official = f" (official URL {remote.url})" if url != remote.url else ""
-        raise DatasetError(
-            f"{name}: download of {url} failed ({reason}){official}; download it by hand and put it at "
-            f"{target} (see docs/DATASETS.md), then run `harness data fetch {name}` again"
-        ) from None
-    os.replace(part, target)
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            official = f" (official URL {remote.url})" if url != remote.url else ""
+            kept = part.stat().st_size if part.is_file() else 0
+            resume = (
+                f"; {kept:,} bytes are kept in {part.name} and the next fetch resumes there"
+                if kept
+                else ""
+            )
+            raise DatasetError(
+                f"{name}: download of {url} failed{_after(exc)} ({reason}){official}"
+                f"{resume}; run `harness data fetch {name}` again later, or download it by hand "
+                f"and put it at {target} (see docs/DATASETS.md)"
+            ) from None
+        os.replace(part, target)
     return target
 
 
-def _stream(url: str, dest: Path, label: str) -> None:
+def _after(exc: BaseException) -> str:
+    tries = getattr(exc, "harness_tries", 1)
+    return f" after {tries} tries" if tries > 1 else ""
+
+
+def _tries() -> int:
+    return RETRIES + 1
+
+
+def _backoff_s() -> float:
+    try:
+        return float(os.environ.get(BACKOFF_ENV, BACKOFF_S))
+    except ValueError:
+        return BACKOFF_S
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, urllib.error.HTTPError):
+        return exc.code in TRANSIENT_HTTP
+    if isinstance(exc, urllib.error.URLError):
+        return not isinstance(exc.reason, str)  # a socket error, not e.g. "unknown url type"
+    return isinstance(exc, (http.client.HTTPException, ConnectionError, TimeoutError, _Truncated))
+
+
+def _fetch(url: str, part: Path, label: str) -> bool:
+    """Stream `url` into `part`, resuming what is there and retrying transient failures;
+    return whether any byte came from before this call (the result then needs a re-check)."""
+    resumed = part.is_file() and part.stat().st_size > 0
+    for attempt in range(_tries()):
+        try:
+            _stream(url, part, label)
+            return resumed
+        except Exception as exc:
+            if attempt == RETRIES or not _transient(exc):
+                exc.harness_tries = attempt + 1  # type: ignore[attr-defined]  # for the message
+                raise
+            wait = _backoff_s() * 2**attempt
+            have = part.stat().st_size if part.is_file() else 0
+            log.info("%s: %s (%s); retry %d of %d in %.1f s, resuming at byte %d",
+                        label, type(exc).__name__, getattr(exc, "reason", None) or exc,
+                        attempt + 1, RETRIES, wait, have)  # fmt: skip
+            resumed = resumed or have > 0
+            time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def _stream(url: str, part: Path, label: str) -> None:
+    """One request: append from the part's end when the server honours Range, else restart."""
     from tqdm import tqdm
 
-    request = urllib.request.Request(url, headers={"User-Agent": "gradattn-harness"})
-    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response, open(dest, "wb") as out:
-        total = int(response.headers.get("Content-Length") or 0) or None
-        # disable=None: a progress bar on a terminal, silence in logs and pipes.
-        with tqdm(
-            total=total, unit="B", unit_scale=True, desc=label, leave=False, disable=None
-        ) as bar:
+    offset = part.stat().st_size if part.is_file() else 0
+    headers = {"User-Agent": "gradattn-harness"}
+    if offset and url.startswith(("http://", "https://")):
+        headers["Range"] = f"bytes={offset}-"
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        response = urllib.request.urlopen(request, timeout=TIMEOUT_S)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:  # the part already holds the whole file
+            exc.close()
+            return
+        raise
+    with response:
+        status = getattr(response, "status", None) or 200
+        ranged = status == 206 and (response.headers.get("Content-Range") or "").startswith(
+            f"bytes {offset}-"
+        )
+        if not ranged:
+            offset = 0  # the server ignored Range (or there was none): start from zero
+        length = int(response.headers.get("Content-Length") or 0) or None
+        total = offset + length if length else None
+        received = 0
+        with (
+            open(part, "ab" if ranged else "wb") as out,
+            # disable=None: a progress bar on a terminal, silence in logs and pipes.
+            tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=label,
+                 leave=False, disable=None) as bar,  # fmt: skip
+        ):
             for block in iter(lambda: response.read(1 << 20), b""):
                 out.write(block)
+                received += len(block)
                 bar.update(len(block))
+        if length is not None and received < length:
+            raise _Truncated(f"the body ended after {received} of {length} bytes")
+
+
+@contextmanager
+def _directory_lock(directory: Path) -> Iterator[None]:
+    """An exclusive flock on the directory itself (Linux and macOS allow it): nothing is
+    left behind, and a killed holder releases it with its process."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no cross-process lock; per-file parts still never mix
+        yield
+        return
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)
 
 
 def _inside(root: Path, member: str) -> Path:

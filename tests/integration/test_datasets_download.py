@@ -168,6 +168,7 @@ def test_fetch_unpacks_records_and_verify_catches_tampering(server, tmp_path):
 
 def _run_cli(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HARNESS_")}
+    env["HARNESS_DOWNLOAD_BACKOFF"] = "0.01"
     env.update(env_extra or {})
     return subprocess.run(
         [sys.executable, "-m", "harness.cli", *args],
@@ -270,3 +271,108 @@ def test_links_inside_the_archive_extract(with_filter, tmp_path, monkeypatch):
     target = tmp_path / "target"
     safe_extract(_tar_with(tmp_path / "h.tar.gz", "a/b/copy.txt", hard="dir/real.txt"), target)
     assert (target / "a" / "b" / "copy.txt").read_bytes() == b"real"
+
+
+# -- retry and resume ------------------------------------------------------------------------
+
+
+class _FlakyHandler(http.server.BaseHTTPRequestHandler):
+    """Serves one payload, misbehaving as the test asks: `plan` is a list of actions consumed
+    one per request ("503", "cut" = half the body then close, "ignore-range" = 200 in full,
+    "ok" = honour Range); the requests' Range headers are recorded."""
+
+    payload = b""
+    plan: list[str] = []
+    ranges: list[str | None] = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        action = self.plan.pop(0) if self.plan else "ok"
+        self.ranges.append(self.headers.get("Range"))
+        if action in ("503", "404"):
+            self.send_error(int(action))
+            return
+        start = 0
+        header = self.headers.get("Range")
+        if header and action != "ignore-range":
+            start = int(header.removeprefix("bytes=").rstrip("-"))
+        body = self.payload[start:]
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(self.payload) - 1}/{len(self.payload)}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if action == "cut":
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def flaky():
+    payload = os.urandom(400_000)
+    handler = type("Handler", (_FlakyHandler,), {"payload": payload, "plan": [], "ranges": []})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    remote = Remote("https://example.invalid/blob.bin", "blob.bin",
+                    sha256=hashlib.sha256(payload).hexdigest())  # fmt: skip
+    yield handler, remote, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_503_is_retried(flaky, tmp_path):
+    handler, remote, base = flaky
+    handler.plan[:] = ["503", "503", "ok"]
+    assert download("demo", remote, tmp_path, mirror=base).read_bytes() == handler.payload
+    assert handler.ranges == [None, None, None]
+
+
+def test_a_body_cut_short_resumes_with_a_range_request(flaky, tmp_path):
+    handler, remote, base = flaky
+    handler.plan[:] = ["cut", "ok"]
+    assert download("demo", remote, tmp_path, mirror=base).read_bytes() == handler.payload
+    assert handler.ranges == [None, f"bytes={len(handler.payload) // 2}-"]
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_a_server_that_ignores_range_restarts_from_zero(flaky, tmp_path):
+    handler, remote, base = flaky
+    handler.plan[:] = ["cut", "ignore-range"]
+    assert download("demo", remote, tmp_path, mirror=base).read_bytes() == handler.payload
+    assert handler.ranges[1] == f"bytes={len(handler.payload) // 2}-"
+
+
+def test_a_failed_run_keeps_the_part_and_the_next_run_resumes(flaky, tmp_path, monkeypatch):
+    from harness.datasets import download as module
+
+    handler, remote, base = flaky
+    monkeypatch.setattr(module, "RETRIES", 1)
+    handler.plan[:] = ["cut", "503"]
+    with pytest.raises(datasets.DatasetError, match=r"failed after 2 tries .*bytes are kept in blob.bin.part"):
+        download("demo", remote, tmp_path, mirror=base)
+    half = len(handler.payload) // 2
+    assert (tmp_path / "blob.bin.part").stat().st_size == half
+    handler.plan[:] = ["ok"]
+    assert download("demo", remote, tmp_path, mirror=base).read_bytes() == handler.payload
+    assert handler.ranges[-1] == f"bytes={half}-"
+
+
+def test_a_stale_part_that_fails_the_checksum_is_fetched_again_from_zero(flaky, tmp_path):
+    handler, remote, base = flaky
+    (tmp_path / "blob.bin.part").write_bytes(b"x" * 1000)  # from some older copy of the file
+    assert download("demo", remote, tmp_path, mirror=base).read_bytes() == handler.payload
+    assert handler.ranges == ["bytes=1000-", None]
+
+
+def test_a_404_is_not_retried(flaky, tmp_path):
+    handler, remote, base = flaky
+    handler.plan[:] = ["404", "ok"]
+    with pytest.raises(datasets.DatasetError, match=r"blob.bin failed \(Not Found\)"):
+        download("demo", remote, tmp_path, mirror=base)
+    assert len(handler.ranges) == 1
