@@ -90,7 +90,7 @@ def download(name: str, remote: Remote, directory: Path, mirror: str | None = No
     more from byte zero (its start may come from an older copy of the file)."""
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / remote.filename
-    if target.is_file():
+    if target.is_file():  # hashed outside the lock: workers verifying a copy never queue
         check_file(name, remote, target)
         return target
     url = remote.source_url(mirror)
@@ -105,15 +105,15 @@ def download(name: str, remote: Remote, directory: Path, mirror: str | None = No
             check_file(name, remote, target)
             return target
         try:
-            resumed = _fetch(url, part, remote.filename)
+            stitched = _fetch(url, part, remote.filename)
             try:
                 check_file(name, remote, part, fix=fix)
             except DatasetError:
-                part.unlink(missing_ok=True)
-                if not resumed:
+                if not stitched:
                     raise
                 log.info("%s: resumed %s failed its checksum; fetching it again from the "
-                            "start", name, remote.filename)  # fmt: skip
+                         "start", name, remote.filename)  # fmt: skip
+                part.unlink()
                 _fetch(url, part, remote.filename)
                 check_file(name, remote, part, fix=fix)
         except DatasetError:
@@ -142,10 +142,6 @@ def _after(exc: BaseException) -> str:
     return f" after {tries} tries" if tries > 1 else ""
 
 
-def _tries() -> int:
-    return RETRIES + 1
-
-
 def _backoff_s() -> float:
     try:
         return float(os.environ.get(BACKOFF_ENV, BACKOFF_S))
@@ -163,12 +159,13 @@ def _transient(exc: BaseException) -> bool:
 
 def _fetch(url: str, part: Path, label: str) -> bool:
     """Stream `url` into `part`, resuming what is there and retrying transient failures;
-    return whether any byte came from before this call (the result then needs a re-check)."""
-    resumed = part.is_file() and part.stat().st_size > 0
-    for attempt in range(_tries()):
+    return whether a request may have appended to bytes an earlier one wrote (the file is then
+    worth one more fetch from zero if it fails its checksum)."""
+    stitched = part.is_file() and part.stat().st_size > 0
+    for attempt in range(RETRIES + 1):
         try:
             _stream(url, part, label)
-            return resumed
+            return stitched
         except Exception as exc:
             if attempt == RETRIES or not _transient(exc):
                 exc.harness_tries = attempt + 1  # type: ignore[attr-defined]  # for the message
@@ -176,9 +173,9 @@ def _fetch(url: str, part: Path, label: str) -> bool:
             wait = _backoff_s() * 2**attempt
             have = part.stat().st_size if part.is_file() else 0
             log.info("%s: %s (%s); retry %d of %d in %.1f s, resuming at byte %d",
-                        label, type(exc).__name__, getattr(exc, "reason", None) or exc,
-                        attempt + 1, RETRIES, wait, have)  # fmt: skip
-            resumed = resumed or have > 0
+                     label, type(exc).__name__, getattr(exc, "reason", None) or exc,
+                     attempt + 1, RETRIES, wait, have)  # fmt: skip
+            stitched = stitched or have > 0
             time.sleep(wait)
     raise AssertionError("unreachable")
 
@@ -229,7 +226,7 @@ def _directory_lock(directory: Path) -> Iterator[None]:
     left behind, and a killed holder releases it with its process."""
     try:
         import fcntl
-    except ImportError:  # Windows: no cross-process lock; per-file parts still never mix
+    except ImportError:  # Windows: no cross-process lock; two processes may share a part
         yield
         return
     handle = os.open(directory, os.O_RDONLY)
