@@ -36,8 +36,21 @@ class Source:
     # per-batch digests for CIFAR-10: `verify` checks these even when the archive is gone.
     unpacked_md5: dict[str, str] = {}
 
-    def directory(self, root: Path) -> Path:
-        return Path(root) / self.name
+    def candidates(self, root: Path) -> list[Path]:
+        """Folders that may hold this source's files: ours first, then the layouts other tools
+        write (torchvision, medmnist), so that a user who has the data never fetches it again."""
+        return [Path(root) / self.name]
+
+    def directory(self, root: Path, **options: Any) -> Path:
+        """The first candidate folder holding every file the loader reads, else ours (where
+        `fetch` puts them)."""
+        folders = self.candidates(root)
+        if len(folders) > 1:
+            for folder in folders:
+                files = self.files_in(folder, **options)
+                if files and all(self._available(p) for p in files):
+                    return folder
+        return folders[0]
 
     # -- fetching --------------------------------------------------------------------------
     def fetch(self, root: Path, mirror: str | None = None) -> None:
@@ -68,16 +81,20 @@ class Source:
         os.replace(tmp, path)
 
     # -- inspecting ------------------------------------------------------------------------
+    def files_in(self, directory: Path, **options: Any) -> list[Path]:
+        """The files the loader reads from `directory` (default: the published files)."""
+        return [directory / r.filename for r in self.remotes]
+
     def required_files(self, root: Path, **options: Any) -> list[Path]:
-        """The files the loader reads (default: the published files themselves)."""
-        return [self.directory(root) / r.filename for r in self.remotes]
+        """The files the loader reads, where they are found."""
+        return self.files_in(self.directory(root, **options), **options)
 
     def _available(self, path: Path) -> bool:
         """Whether the loader can read `path` (a source may unpack it on load)."""
         return path.is_file()
 
-    def present(self, root: Path) -> bool:
-        return all(self._available(p) for p in self.required_files(root))
+    def present(self, root: Path, **options: Any) -> bool:
+        return all(self._available(p) for p in self.required_files(root, **options))
 
     def size_on_disk(self, root: Path) -> int:
         directory = self.directory(root)
@@ -142,7 +159,7 @@ class Source:
 
         check_protocol(protocol)
         check_options(self.name, options, self.options)
-        if download and not self.present(Path(root)):
+        if download and not self.present(Path(root), **options):
             self.fetch(Path(root))
         return self._load(Path(root), split_seed, protocol, **options)
 

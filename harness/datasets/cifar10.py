@@ -83,8 +83,12 @@ class Cifar10Source(Source):
     remotes = (ARCHIVE,)
     unpacked_md5 = {f"{BATCH_FOLDER}/{name}": md5 for name, md5 in UNPACKED_MD5.items()}
 
-    def required_files(self, root: Path, **options: Any) -> list[Path]:
-        folder = self.directory(root) / BATCH_FOLDER
+    def candidates(self, root: Path) -> list[Path]:
+        # torchvision.datasets.CIFAR10(root) reads <root>/cifar-10-batches-py.
+        return [Path(root) / self.name, Path(root)]
+
+    def files_in(self, directory: Path, **options: Any) -> list[Path]:
+        folder = directory / BATCH_FOLDER
         return [folder / f for f in (*BATCHES, TEST_BATCH, "batches.meta")]
 
     def _prepare(self, directory: Path) -> list[Path]:
@@ -94,12 +98,13 @@ class Cifar10Source(Source):
     def _load(self, root: Path, split_seed: int, protocol: str, **options: Any) -> LoadedDataset:
         from harness.datasets._core import require_files
 
-        files = self.required_files(root)
+        directory = self.directory(root)
+        files = self.files_in(directory)
         require_files(self.name, files)
         parts = []
         for train in (True, False):
             try:
-                ds = _reader()(str(self.directory(root)), train=train, download=False)
+                ds = _reader()(str(directory), train=train, download=False)
             except Exception as exc:  # a parser fails in its own ways on a damaged file
                 bad = _first_unreadable(files) or files[0].parent
                 raise corrupt(self.name, bad, exc) from None

@@ -1,5 +1,6 @@
 """FashionMNIST: the official idx files in torchvision's raw layout
-(`<root>/fashionmnist/FashionMNIST/raw/*-ubyte[.gz]`), read through torchvision.
+(`<root>/fashionmnist/FashionMNIST/raw/*-ubyte[.gz]`, or `<root>/FashionMNIST/raw` as
+torchvision writes it), read through torchvision.
 
 Protocol: the official 60,000 train and 10,000 test images merged and split 70/15/15 by
 `split_seed` (49,000/10,500/10,500). One channel, as the authors' ResNet-18 takes it.
@@ -82,15 +83,13 @@ class FashionMnistSource(Source):
     shape = SHAPE
     remotes = REMOTES
 
-    def directory(self, root: Path) -> Path:
-        # torchvision's raw folder: the published .gz files and their unpacked copies.
-        return Path(root) / self.name / RAW
+    def candidates(self, root: Path) -> list[Path]:
+        # torchvision's raw folder (the published .gz files and their unpacked copies): ours
+        # under <root>/fashionmnist, or the one torchvision.datasets.FashionMNIST(root) wrote.
+        return [Path(root) / self.name / RAW, Path(root) / RAW]
 
-    def tv_root(self, root: Path) -> Path:
-        return Path(root) / self.name
-
-    def required_files(self, root: Path, **options: Any) -> list[Path]:
-        return [self.directory(root) / r.filename[: -len(".gz")] for r in self.remotes]
+    def files_in(self, directory: Path, **options: Any) -> list[Path]:
+        return [directory / r.filename[: -len(".gz")] for r in self.remotes]
 
     def _available(self, path: Path) -> bool:
         return path.is_file() or path.with_name(path.name + ".gz").is_file()  # unpacked on load
@@ -110,16 +109,17 @@ class FashionMnistSource(Source):
 
     def _load(self, root: Path, split_seed: int, protocol: str, **options: Any) -> LoadedDataset:
         raw = self.directory(root)
+        tv_root = raw.parent.parent  # what torchvision calls root
         if raw.is_dir():
             self._prepare_raw(raw)  # torchvision reads the uncompressed files
-        files = self.required_files(root)
+        files = self.files_in(raw)
         require_files(self.name, files)
         from torchvision.datasets import FashionMNIST
 
         images, labels = [], []
         for train in (True, False):
             try:
-                ds = FashionMNIST(str(self.tv_root(root)), train=train, download=False)
+                ds = FashionMNIST(str(tv_root), train=train, download=False)
             except Exception as exc:  # a parser fails in its own ways on a damaged file
                 stem = "train" if train else "t10k"
                 bad = next((f for f in files if f.name.startswith(stem)), files[0])

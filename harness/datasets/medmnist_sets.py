@@ -72,7 +72,8 @@ NUM_CLASSES = {"tissuemnist": 8, "bloodmnist": 8}
 
 
 class MedMnistSource(Source):
-    """One MedMNIST 2D set; the files of all MedMNIST sets share `<root>/medmnist/`."""
+    """One MedMNIST 2D set; the files of all MedMNIST sets share `<root>/medmnist/` (or a
+    folder medmnist itself wrote: `<root>/*.npz`, `~/.medmnist/*.npz`)."""
 
     options = ("medmnist_size",)
 
@@ -92,16 +93,17 @@ class MedMnistSource(Source):
 
         download(self.name, REMOTES[self.name][28], self.directory(root), mirror)
 
-    def directory(self, root: Path) -> Path:
-        return Path(root) / "medmnist"
+    def candidates(self, root: Path) -> list[Path]:
+        # Ours, then medmnist's own layouts: flat in the root given to it, or its default
+        # ~/.medmnist (where `medmnist.BloodMNIST(download=True)` puts the files).
+        return [Path(root) / "medmnist", Path(root), Path.home() / ".medmnist"]
 
     def size_on_disk(self, root: Path) -> int:
-        paths = [self.directory(root) / r.filename for r in REMOTES[self.name].values()]
+        paths = {self.required_files(root, medmnist_size=size)[0] for size in SIZES}
         return sum(p.stat().st_size for p in paths if p.is_file())
 
-    def required_files(self, root: Path, **options: Any) -> list[Path]:
-        size = _size(options)
-        return [self.directory(root) / REMOTES[self.name][size].filename]
+    def files_in(self, directory: Path, **options: Any) -> list[Path]:
+        return [directory / REMOTES[self.name][_size(options)].filename]
 
     def load(
         self,

@@ -66,9 +66,13 @@ class SvhnSource(Source):
     remotes = tuple(REMOTES.values())
     options = ("merge_extra",)
 
-    def required_files(self, root: Path, **options: Any) -> list[Path]:
+    def candidates(self, root: Path) -> list[Path]:
+        # torchvision.datasets.SVHN(root) keeps the .mat files in root itself.
+        return [Path(root) / self.name, Path(root)]
+
+    def files_in(self, directory: Path, **options: Any) -> list[Path]:
         keys = ("train", "test", "extra") if options.get("merge_extra") else ("train", "test")
-        return [self.directory(root) / REMOTES[k].filename for k in keys]
+        return [directory / REMOTES[k].filename for k in keys]
 
     def _load(self, root: Path, split_seed: int, protocol: str, **options: Any) -> LoadedDataset:
         merge_extra = bool(options.get("merge_extra", False))
@@ -78,7 +82,7 @@ class SvhnSource(Source):
         images, labels = [], []
         for part, path in zip(parts, files, strict=True):
             try:
-                ds = _reader()(str(self.directory(root)), split=part, download=False)
+                ds = _reader()(str(path.parent), split=part, download=False)
             except Exception as exc:  # scipy's reader fails in its own ways on a damaged file
                 raise corrupt(self.name, path, exc) from None
             images.append(np.ascontiguousarray(ds.data, dtype=np.uint8))  # already (N, 3, 32, 32)

@@ -52,11 +52,15 @@ class TinyImageNetSource(Source):
     shape = SHAPE
     remotes = (ARCHIVE,)
 
+    def candidates(self, root: Path) -> list[Path]:
+        # Ours, or the official zip already unpacked in the root (<root>/tiny-imagenet-200).
+        return [Path(root) / self.name, Path(root)]
+
     def tree(self, root: Path) -> Path:
         return self.directory(root) / TREE
 
-    def required_files(self, root: Path, **options: Any) -> list[Path]:
-        tree = self.tree(root)
+    def files_in(self, directory: Path, **options: Any) -> list[Path]:
+        tree = directory / TREE
         return [tree / "wnids.txt", tree / "val" / "val_annotations.txt"]
 
     def _prepare(self, directory: Path) -> list[Path]:
