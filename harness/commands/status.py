@@ -73,6 +73,8 @@ class QueueStatus:
     mean_epoch_seconds: float | None = None
     epochs_measured: int = 0
     remaining_epochs: int = 0  # an upper bound: early stopping ends most jobs sooner
+    resuming: int = 0  # queued jobs with checkpointed epochs (released, stale or retried)
+    resumed_epochs: int = 0  # the epochs those jobs will not run again
     quarantined: list[QuarantinedWorker] = field(default_factory=list)
 
     @property
@@ -114,8 +116,14 @@ def collect_status(engine: Engine, max_failures: int = 20) -> QueueStatus:
         ).scalars()
         for job in pending:
             max_epochs = int(job.config.get("max_epochs") or 0)
-            done = (job.epoch or 0) if job.status == "running" else 0
-            status.remaining_epochs += max(0, max_epochs - done)
+            # Epochs recorded so far: each row follows its checkpoint, and a released, stale or
+            # retried job keeps both, so the next worker resumes after them (with the same
+            # --checkpoints folder; on another machine without it, the job starts again).
+            done = min(job.epoch or 0, max_epochs)
+            status.remaining_epochs += max_epochs - done
+            if job.status == "queued" and done:
+                status.resuming += 1
+                status.resumed_epochs += done
             if job.status == "running":
                 stale = job.lease_expires_at is not None and job.lease_expires_at < now
                 status.running.append(
@@ -173,6 +181,11 @@ def format_status(status: QueueStatus) -> str:
             f"ETA: at most {_duration(eta)} ({status.remaining_epochs} epochs left x "
             f"{status.mean_epoch_seconds:.1f} s mean epoch over {status.epochs_measured} epochs, "
             f"{status.parallel} at a time; early stopping usually ends jobs sooner)"
+        )
+    if status.resuming and status.remaining_epochs:
+        lines.append(
+            f"  {status.resuming} queued job(s) resume from their checkpoints: "
+            f"{status.resumed_epochs} epochs already done are not counted"
         )
     elif status.remaining_epochs:
         lines.append("ETA: unknown until the first epoch finishes")

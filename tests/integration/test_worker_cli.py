@@ -77,3 +77,29 @@ def test_retry_needs_a_choice(capsys, sqlite_url):
         main(["retry", "--db", sqlite_url])
     assert exc.value.code == 2
     assert "one of the arguments --failed --stale is required" in capsys.readouterr().err
+
+
+def test_eta_counts_the_epochs_a_requeued_job_has_checkpointed(capsys, sqlite_url):
+    """A released (or stale, or retried) job resumes after its recorded epochs: the ETA must not
+    count them again."""
+    from harness.queue.recording import record_epoch
+    from harness.training.outcome import EpochRecord
+
+    engine = make_engine(sqlite_url)
+    config = resolve_config("paper", "digits", "resnet18", {"max_epochs": 5})
+    specs = [JobSpec("resnet18", "digits", seed, 42, "paper", config) for seed in (1, 2)]
+    queue.enqueue(engine, specs, "t")
+    queue.register_worker(engine, "host:1:0", "host", 1, "cpu")
+    job = queue.claim(engine, "host:1:0", "cpu", 300)
+    for epoch in (1, 2):
+        record = EpochRecord(epoch, 1.0, 0.5, 1.0, 0.5, 0.1, 3.0, 1.0)
+        assert record_epoch(engine, job.lease, record, 300, 1)
+    code, out, _ = _run(capsys, "status", "--db", sqlite_url)
+    assert f"#{job.id} resnet18/digits/seed 1 [paper] epoch 2/5" in out
+    assert "(8 epochs left x 4.0 s mean epoch over 2 epochs, 1 at a time" in out
+    assert "resume from their checkpoints" not in out
+    assert queue.release(engine, job.lease)  # a clean stop: back to the queue, checkpoint kept
+    code, out, _ = _run(capsys, "status", "--db", sqlite_url)
+    assert code == 0 and "2 queued, 0 running" in out
+    assert "ETA: at most 0m32s (8 epochs left x 4.0 s" in out  # 3 + 5, not 5 + 5
+    assert "1 queued job(s) resume from their checkpoints: 2 epochs already done" in out
