@@ -145,16 +145,17 @@ def run_verify(args: argparse.Namespace) -> int:
             continue  # embedded, or nothing of it downloaded: only a named set reports missing
         for status in source.verify(root):
             checked += 1
+            fix = f"; {status.fix}" if status.fix else ""
             if not status.ok:
-                failing.append(f"{status.path}: {status.note.removeprefix(f'{name}: ')}")
-            print(f"{name}: {'ok  ' if status.ok else 'FAIL'} {status.path}: {status.note}")
+                failing.append(f"{status.path}: {status.note}")
+            print(f"{name}: {'ok  ' if status.ok else 'FAIL'} {status.path}: {status.note}{fix}")
     if args.name is None and checked == 0:
         print(f"no downloaded datasets under {root}")
     if failing:
         # The one line names the first bad file; the table above lists every one.
         more = f" (and {len(failing) - 1} more listed above)" if len(failing) > 1 else ""
         raise HarnessError(
-            f"{len(failing)} file(s) missing or failing verification: {failing[0].split('; ')[0]}"
+            f"{len(failing)} file(s) missing or failing verification: {failing[0]}"
             f"{more}; delete a file that differs and fetch again with `harness data fetch NAME`"
         )
     return 0

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.datasets._core import DatasetError, LoadedDataset, file_hash
-from harness.datasets.download import Remote, check_file, differs, download
+from harness.datasets.download import Remote, differs, download
 from harness.datasets.shape import DataShape
 
 MANIFEST = ".manifest.json"
@@ -19,7 +19,8 @@ MANIFEST = ".manifest.json"
 class FileStatus:
     path: Path
     ok: bool
-    note: str
+    note: str  # what was found: "md5 ok", "missing", "... differs from the official file ..."
+    fix: str = ""  # what to do about a failing file
 
 
 class Source:
@@ -103,48 +104,59 @@ class Source:
         return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
 
     def verify(self, root: Path) -> list[FileStatus]:
-        """Check every published file present against its checksum, and every unpacked file
-        against the digest recorded when it was unpacked from a verified download."""
+        """Check every file that has a digest to compare with: published files against their
+        published checksum, unpacked files against torchvision's/medmnist's published md5 or
+        the digest recorded when they were unpacked from a verified download."""
         directory = self.directory(root)
-        statuses: list[FileStatus] = []
+        expected: list[tuple[str, str, str, str]] = []  # (rel, algorithm, digest, whose)
         for remote in self.remotes:
-            path = directory / remote.filename
-            if not path.is_file():
-                continue
-            try:
-                check_file(self.name, remote, path)
-                algorithm = remote.checksum[0] if remote.checksum else "no published checksum"
-                statuses.append(FileStatus(path, True, f"{algorithm} ok"))
-            except DatasetError as exc:
-                statuses.append(FileStatus(path, False, str(exc)))
+            if remote.checksum is not None:
+                expected.append((remote.filename, *remote.checksum, "official"))
         manifest_path = directory / MANIFEST
         if manifest_path.is_file():
             for rel, digest in json.loads(manifest_path.read_text()).items():
-                path = directory / rel
-                if not path.is_file():
-                    statuses.append(FileStatus(path, False, "missing (unpacked earlier)"))
-                    continue
-                actual = file_hash(path)
-                ok = actual == digest
-                note = "sha256 ok" if ok else f"sha256 mismatch: recorded {digest}, got {actual}"
-                statuses.append(FileStatus(path, ok, note))
-        for rel, expected in self.unpacked_md5.items():
-            path = directory / rel
-            if not path.is_file():
-                continue  # reported as missing below
-            actual = file_hash(path, "md5")
-            ok = actual == expected
-            note = "md5 ok" if ok else differs(rel, "md5", expected, actual)
-            statuses.append(FileStatus(path, ok, note))
+                expected.append((rel, "sha256", digest, "recorded"))
+        for rel, digest in self.unpacked_md5.items():
+            expected.append((rel, "md5", digest, "official"))
+        statuses = [
+            self._check_digest(directory, *entry)
+            for entry in expected
+            # an absent published file is reported below, if the loader needs it
+            if (directory / entry[0]).is_file() or entry[3] == "recorded"
+        ]
         checked = {s.path for s in statuses}
+        for remote in self.remotes:
+            path = directory / remote.filename
+            if remote.checksum is None and path.is_file():
+                statuses.append(FileStatus(path, True, "present (no checksum published)"))
+                checked.add(path)
         for path in self.required_files(root):
             if not self._available(path):
-                statuses.append(
-                    FileStatus(path, False, f"missing; run `harness data fetch {self.name}`")
-                )
+                statuses.append(FileStatus(path, False, "missing", self._fetch_fix()))
             elif path not in checked and path.is_file():
                 statuses.append(FileStatus(path, True, "present (no checksum published)"))
         return statuses
+
+    def _fetch_fix(self, path: Path | None = None) -> str:
+        delete = f"delete {path} and " if path is not None else ""
+        return f"{delete}run `harness data fetch {self.name}`"
+
+    def _check_digest(
+        self, directory: Path, rel: str, algorithm: str, digest: str, whose: str
+    ) -> FileStatus:
+        """One file against one digest: `official` ones were published, `recorded` ones were
+        written to the manifest when the file was unpacked from a verified download."""
+        path = directory / rel
+        if not path.is_file():
+            return FileStatus(path, False, "missing (unpacked earlier)", self._fetch_fix())
+        actual = file_hash(path, algorithm)
+        if actual == digest:
+            return FileStatus(path, True, f"{algorithm} ok")
+        if whose == "recorded":
+            problem = f"{algorithm} mismatch: recorded {digest}, got {actual}"
+        else:
+            problem = differs(rel, algorithm, digest, actual)
+        return FileStatus(path, False, problem, self._fetch_fix(path))
 
     # -- loading ---------------------------------------------------------------------------
     def load(

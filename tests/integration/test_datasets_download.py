@@ -224,6 +224,11 @@ def test_cli_verify_and_list_with_files(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert out.count("FAIL") == 4 and "train-images-idx3-ubyte.gz differs from the official file (md5" in out
     assert err.startswith("harness: error: 4 file(s)") and "train-images-idx3-ubyte.gz" in err
+    raw = tmp_path / "fashionmnist" / "FashionMNIST" / "raw"
+    # Each row: the problem, then its fix; the error line: the first problem, then one fix.
+    assert "differs from the official file (md5 expected 8d4fb7e6c68d591d4c3dfef9ec88bf0d, got " in out
+    assert f"; delete {raw / 'train-images-idx3-ubyte.gz'} and run `harness data fetch fashionmnist`" in out
+    assert err.count("delete") == 1 and len(err.strip().splitlines()) == 1
     assert main(["data", "list", "--data", str(tmp_path)]) == 0
     row = next(
         line for line in capsys.readouterr().out.splitlines() if line.startswith("fashionmnist")

@@ -127,3 +127,19 @@ def test_nothing_anywhere_points_at_our_folder(tmp_path):
         assert not source.present(root) and source.directory(root) == root / name
     with pytest.raises(datasets.DatasetError, match=r"empty/medmnist/bloodmnist\.npz"):
         datasets.load("bloodmnist", root)
+
+
+def test_data_list_and_verify_show_where_the_files_were_found(tmp_path, capsys):
+    from harness.cli import main
+
+    ours = tmp_path / "ours"
+    files.write_svhn(ours)
+    root = tmp_path / "tv"
+    _move(ours / "svhn", root)
+    assert main(["data", "list", "--data", str(root)]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("svhn"))
+    assert row.split()[1] == "yes" and row.endswith(str(root))
+    assert main(["data", "verify", "svhn", "--data", str(root)]) == 1  # not the official files
+    out, err = capsys.readouterr()
+    assert f"FAIL {root / 'train_32x32.mat'}: train_32x32.mat differs from the official" in out
+    assert "svhn/train_32x32.mat" not in out and "train_32x32.mat" in err
