@@ -9,6 +9,7 @@ from typing import Any
 from harness.commands._common import add_db_option, db_url
 from harness.errors import HarnessError
 
+MAX_PRIORITY = 1_000_000
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -70,6 +71,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="paper: Table 1's lr / weight decay / dropout; tuned: each cell's best trial of "
         "`harness tune` (every cell must be tuned with the same budget; docs/TUNING.md)",
     )
+    parser.add_argument(
+        "--priority",
+        type=int,
+        metavar="N",
+        help="claimed highest first, oldest first within a priority (default 0); given again "
+        "for jobs already queued, it reprioritises those not yet claimed",
+    )
     parser.add_argument("--dry-run", action="store_true", help="show what would be queued")
     parser.set_defaults(func=run)
 
@@ -94,6 +102,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_attempts < 1:
         raise HarnessError(f"--max-attempts must be at least 1 (got {args.max_attempts})")
+    if args.priority is not None and abs(args.priority) > MAX_PRIORITY:
+        raise HarnessError(
+            f"--priority {args.priority} is out of range; use -{MAX_PRIORITY}..{MAX_PRIORITY}"
+        )
     grid = resolve_grid(
         args.grid,
         seeds=args.seeds,
@@ -128,9 +140,16 @@ def run(args: argparse.Namespace) -> int:
         print("dry run: nothing queued")
         return 0
     engine = make_engine(db_url(args))
-    result = enqueue(engine, specs, grid.name, max_attempts=args.max_attempts)
+    result = enqueue(
+        engine, specs, grid.name, max_attempts=args.max_attempts, priority=args.priority
+    )
     print(summary)
-    print(f"{result.new} new, {result.existing} already queued/done")
+    moved = (
+        f" ({result.reprioritised} of them, still queued, moved to priority {args.priority})"
+        if args.priority is not None and result.existing
+        else ""
+    )
+    print(f"{result.new} new, {result.existing} already queued/done{moved}")
     return 0
 
 

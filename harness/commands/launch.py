@@ -180,7 +180,7 @@ def _shared_url(url: str, nodes: int, slurm: bool) -> str:
 def _claimable(engine: Any) -> int:
     from sqlalchemy import and_, func, or_, select
 
-    from harness.queue.jobs import db_now
+    from harness.store.clock import db_now
     from harness.store.schema import Job
 
     stale = and_(Job.status == "running", Job.lease_expires_at < db_now(engine))

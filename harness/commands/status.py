@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from harness.commands._common import add_db_option, db_url
 from harness.errors import HarnessError
-from harness.store.schema import JOB_STATES, EpochRow, Job, WorkerRow
+from harness.store.schema import JOB_STATES, EpochRow, Job, QueueFlag, WorkerRow
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -76,6 +76,7 @@ class QueueStatus:
     resuming: int = 0  # queued jobs with checkpointed epochs (released, stale or retried)
     resumed_epochs: int = 0  # the epochs those jobs will not run again
     quarantined: list[QuarantinedWorker] = field(default_factory=list)
+    paused: bool = False
 
     @property
     def eta_seconds(self) -> float | None:
@@ -100,7 +101,7 @@ def _label(job: Job) -> str:
 
 
 def collect_status(engine: Engine, max_failures: int = 20) -> QueueStatus:
-    from harness.queue.jobs import database_time
+    from harness.store.clock import database_time
 
     now = database_time(engine)
     with Session(engine) as conn:
@@ -111,6 +112,9 @@ def collect_status(engine: Engine, max_failures: int = 20) -> QueueStatus:
             select(func.avg(EpochRow.train_seconds + EpochRow.eval_seconds), func.count())
         ).one()
         status = QueueStatus(counts, mean_epoch_seconds=mean, epochs_measured=measured)
+        status.paused = conn.execute(
+            select(QueueFlag.value).where(QueueFlag.name == "paused")
+        ).scalar() == "1"
         pending = conn.execute(
             select(Job).where(Job.status.in_(("queued", "running"))).order_by(Job.id)
         ).scalars()
@@ -155,9 +159,12 @@ def _duration(seconds: float) -> str:
 
 def format_status(status: QueueStatus) -> str:
     total = sum(status.counts.values())
+    shown = [s for s in JOB_STATES if s != "cancelled" or status.counts[s]]
     lines = [
-        "jobs: " + ", ".join(f"{status.counts[s]} {s}" for s in JOB_STATES) + f" ({total} total)"
+        "jobs: " + ", ".join(f"{status.counts[s]} {s}" for s in shown) + f" ({total} total)"
     ]
+    if status.paused:
+        lines.append("PAUSED: workers claim nothing until `harness resume`; running jobs go on")
     if status.quarantined:
         # Right under the counts: a device that fails every job is the first thing to fix.
         lines.append(

@@ -20,55 +20,38 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, func, insert, literal, select, text, update
+from sqlalchemy import ColumnElement, Connection, func, insert, literal, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.types import DateTime
 
 from harness import __version__, faults
 from harness.errors import HarnessError
 from harness.experiment.config import JobSpec, TrainConfig
-from harness.store.schema import Job, WorkerRow
+from harness.queue.events import record_events
+from harness.store.clock import db_now
+from harness.store.schema import Job, QueueFlag, WorkerRow
 
 DEFAULT_MAX_ATTEMPTS = 3
 _ENQUEUE_CHUNK = 500
-
-
-def db_now(engine: Engine | Connection, offset_seconds: float = 0.0) -> ColumnElement[datetime]:
-    """The database's current UTC time (+ offset) as an SQL expression, never this host's."""
-    if engine.dialect.name == "sqlite":
-        # Same text format SQLAlchemy stores for DateTime on SQLite, so comparisons are sound.
-        args: list[Any] = ["%Y-%m-%d %H:%M:%f", "now"]
-        if offset_seconds:
-            args.append(f"{offset_seconds:+.3f} seconds")
-        return func.strftime(*args, type_=DateTime)
-    # clock_timestamp(), not now(): now() is frozen at the transaction's start, so a claim that
-    # waited on another worker's row lock would stamp (and judge) leases with a stale time.
-    expr: ColumnElement[datetime] = func.timezone("UTC", func.clock_timestamp(), type_=DateTime)
-    if offset_seconds:
-        # A literal interval (no bound parameter), so the type is never left to the driver.
-        expr = expr + text(f"interval '{float(offset_seconds):.6f} seconds'")
-    return expr
-
-
-def database_time(engine: Engine) -> datetime:
-    """The database clock read once (for `status` and tests)."""
-    with engine.connect() as conn:
-        return conn.execute(select(db_now(conn))).scalar_one()
 
 
 @dataclass(frozen=True)
 class EnqueueResult:
     new: int
     existing: int
+    reprioritised: int = 0  # existing jobs still queued that took the new priority
 
 
 def enqueue(
-    engine: Engine, specs: Iterable[JobSpec], grid: str, max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    engine: Engine,
+    specs: Iterable[JobSpec],
+    grid: str,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    priority: int | None = None,
 ) -> EnqueueResult:
-    """Insert the jobs whose key is not in the table yet; the rest are counted as existing."""
+    """Insert the jobs whose key is not in the table yet (at `priority`, default 0); the rest
+    are counted as existing. With a priority given, existing jobs still queued take it."""
     by_key: dict[str, JobSpec] = {}
     for spec in specs:
         by_key.setdefault(spec.key(), spec)
@@ -93,14 +76,36 @@ def enqueue(
                 "status": "queued",
                 "attempts": 0,
                 "max_attempts": max_attempts,
+                "priority": priority or 0,
             }
             for key, spec in by_key.items()
             if key not in present
         ]
         if rows:
             conn.execute(insert(Job), rows)
+            new_keys = [row["key"] for row in rows]
+            for start in range(0, len(new_keys), _ENQUEUE_CHUNK):
+                chunk = new_keys[start : start + _ENQUEUE_CHUNK]
+                ids = conn.execute(select(Job.id).where(Job.key.in_(chunk))).scalars()
+                record_events(conn, ids, "queued", f"enqueued (grid {grid}, priority {priority or 0})")
         new = len(rows)
-    return EnqueueResult(new=new, existing=len(keys) - new)
+        moved = 0
+        if priority is not None and present:
+            existing = sorted(present)
+            for start in range(0, len(existing), _ENQUEUE_CHUNK):
+                ids = conn.execute(
+                    update(Job)
+                    .where(
+                        Job.key.in_(existing[start : start + _ENQUEUE_CHUNK]),
+                        Job.status == "queued",
+                        Job.priority != priority,
+                    )
+                    .values(priority=priority)
+                    .returning(Job.id)
+                ).scalars().all()
+                record_events(conn, ids, "queued", f"priority set to {priority}")
+                moved += len(ids)
+    return EnqueueResult(new=new, existing=len(keys) - new, reprioritised=moved)
 
 
 @dataclass(frozen=True)
@@ -141,7 +146,7 @@ def expire_leases(conn: Connection) -> tuple[int, int]:
     """Requeue jobs whose lease ran out; fail those that used up max_attempts. (requeued, failed)."""
     now = db_now(conn)
     expired = (Job.status == "running") & (Job.lease_expires_at < now)
-    failed = conn.execute(
+    failed_ids = conn.execute(
         update(Job)
         .where(expired & (Job.attempts >= Job.max_attempts))
         .values(
@@ -153,8 +158,10 @@ def expire_leases(conn: Connection) -> tuple[int, int]:
             + " stopped heartbeating; gave up after max_attempts claims all died; fix the cause"
             " (see the workers' logs) and run `harness retry --failed`",
         )
-    ).rowcount
-    requeued = conn.execute(
+        .returning(Job.id)
+    ).scalars().all()
+    record_events(conn, failed_ids, "failed", "lease expired; max_attempts used up")
+    requeued_ids = conn.execute(
         update(Job)
         .where(expired)
         .values(
@@ -165,8 +172,10 @@ def expire_leases(conn: Connection) -> tuple[int, int]:
             + " stopped heartbeating; job requeued",
             worker_id=None,
         )
-    ).rowcount
-    return requeued, failed
+        .returning(Job.id)
+    ).scalars().all()
+    record_events(conn, requeued_ids, "queued", "lease expired: the worker stopped heartbeating")
+    return len(requeued_ids), len(failed_ids)
 
 
 # What a claim returns of each row it takes (ClaimedJob's fields, less the lease).
@@ -205,6 +214,7 @@ def _take(
         )
         .returning(*_CLAIMED_COLUMNS)
     ).all()
+    record_events(conn, [row.id for row in rows], "running", f"claimed for {device}")
     return sorted(rows, key=lambda row: row.id)  # RETURNING of a multi-row UPDATE has no order
 
 
@@ -215,11 +225,12 @@ def _claimed(row: Any, worker_id: str) -> ClaimedJob:
 
 
 def _take_oldest(conn: Connection, worker_id: str, device: str, lease_seconds: float) -> Any:
-    """The oldest queued job, leased to this worker, or None (run inside a claim transaction)."""
+    """The next queued job (highest priority, then oldest), leased to this worker, or None
+    (run inside a claim transaction)."""
     oldest = (
         select(Job.id)
         .where(Job.status == "queued")
-        .order_by(Job.id)
+        .order_by(Job.priority.desc(), Job.id)
         .limit(1)
         .with_for_update(skip_locked=True)
         .scalar_subquery()
@@ -229,7 +240,7 @@ def _take_oldest(conn: Connection, worker_id: str, device: str, lease_seconds: f
 
 
 def claim(engine: Engine, worker_id: str, device: str, lease_seconds: float) -> ClaimedJob | None:
-    """Atomically take the oldest queued job (after requeueing expired leases), or None."""
+    """Atomically take the next queued job (after requeueing expired leases), or None."""
     claimed = claim_cohort(engine, worker_id, device, lease_seconds, 1)
     return claimed[0] if claimed else None
 
@@ -237,7 +248,8 @@ def claim(engine: Engine, worker_id: str, device: str, lease_seconds: float) -> 
 def claim_cohort(
     engine: Engine, worker_id: str, device: str, lease_seconds: float, size: int
 ) -> list[ClaimedJob]:
-    """Atomically take the oldest queued job and up to `size` - 1 more seeds of its cell.
+    """Atomically take the next queued job and up to `size` - 1 more seeds of its cell;
+    none while the queue is paused (`harness pause`).
 
     The others must equal it in everything but the seed (model, dataset, split seed, protocol,
     harness version, configuration), so that harness.training.loop.run_jobs can train them as one fused
@@ -247,6 +259,8 @@ def claim_cohort(
     if size < 1:
         raise HarnessError(f"a cohort has at least one job (got size {size})")
     with write_connection(engine) as conn, conn.begin():
+        if queue_paused(conn):
+            return []
         expire_leases(conn)
         first = _take_oldest(conn, worker_id, device, lease_seconds)
         if first is None:
@@ -333,6 +347,9 @@ def fail(engine: Engine, lease: Lease, error: str) -> bool:
         held = fenced_update(
             conn, lease, status="failed", error=error, finished_at=now, lease_expires_at=None
         )
+        if held:
+            lines = [line for line in error.splitlines() if line.strip()]
+            record_events(conn, [lease.job_id], "failed", lines[-1].strip() if lines else None)
         count_outcome(conn, lease.worker_id, done=False)
     return held
 
@@ -340,7 +357,7 @@ def fail(engine: Engine, lease: Lease, error: str) -> bool:
 def release(engine: Engine, lease: Lease) -> bool:
     """Give the job back to the queue (a clean stop): the attempt does not count."""
     with write_connection(engine) as conn, conn.begin():
-        return fenced_update(
+        held = fenced_update(
             conn,
             lease,
             status="queued",
@@ -348,34 +365,18 @@ def release(engine: Engine, lease: Lease) -> bool:
             lease_expires_at=None,
             attempts=Job.attempts - 1,
         )
+        if held:
+            record_events(conn, [lease.job_id], "queued", f"released by {lease.worker_id}")
+        return held
 
 
-def retry_failed(engine: Engine) -> int:
-    """Failed jobs back to the queue with a fresh attempt budget; returns how many."""
-    with write_connection(engine) as conn, conn.begin():
-        return conn.execute(
-            update(Job)
-            .where(Job.status == "failed")
-            .values(status="queued", attempts=0, worker_id=None, lease_expires_at=None)
-        ).rowcount
-
-
-def retry_stale(engine: Engine) -> int:
-    """Running jobs whose lease has expired back to the queue now (attempts kept)."""
-    now = db_now(engine)
-    with write_connection(engine) as conn, conn.begin():
-        return conn.execute(
-            update(Job)
-            .where(Job.status == "running", Job.lease_expires_at < now)
-            .values(
-                status="queued",
-                worker_id=None,
-                lease_expires_at=None,
-                error=literal("lease expired: worker ")
-                + func.coalesce(Job.worker_id, "?")
-                + " stopped heartbeating; requeued by `harness retry --stale`",
-            )
-        ).rowcount
+def queue_paused(conn: Connection) -> bool:
+    """Whether `harness pause` holds the queue. Read with a shared lock on the flag's row, so
+    a pause waits for the claims in flight and no claim starts after it returns."""
+    flag = select(QueueFlag.value).where(QueueFlag.name == "paused")
+    if conn.dialect.name != "sqlite":  # SQLite's write lock already serialises the two
+        flag = flag.with_for_update(read=True)
+    return conn.execute(flag).scalar() == "1"
 
 
 def register_worker(engine: Engine, worker_id: str, host: str, pid: int, device: str) -> None:

@@ -13,7 +13,9 @@ from sqlalchemy import delete, insert
 from sqlalchemy.engine import Engine
 
 from harness import faults
-from harness.queue.jobs import Lease, count_outcome, db_now, fenced_update, write_connection
+from harness.queue.events import record_events
+from harness.queue.jobs import Lease, count_outcome, fenced_update, write_connection
+from harness.store.clock import db_now
 from harness.store.schema import EpochRow, GradientLayer, Result
 from harness.training.metrics import METRIC_KEYS
 
@@ -100,6 +102,7 @@ def complete(engine: Engine, lease: Lease, outcome: Any, slots: int) -> bool:
                 insert(GradientLayer),
                 [{**layer, "job_id": job_id} for layer in outcome.gradient_layers],
             )
+        record_events(conn, [job_id], "done", f"{outcome.epochs_run} epochs run")
         count_outcome(conn, lease.worker_id, done=True)
         faults.point("complete")  # the fault suite: killed while writing results, pre-commit
     return True

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    DDL,
     JSON,
     Boolean,
     DateTime,
@@ -21,11 +22,12 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
     func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-JOB_STATES = ("queued", "running", "done", "failed")
+JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 GRADIENT_MODES = ("output", "param")  # paper's grad_output hooks; per-parameter gradient norms
 
 
@@ -58,6 +60,8 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
     error: Mapped[str | None] = mapped_column(Text)  # full traceback of the last failure
+    # Revision 0004: claimed highest first, oldest first within a priority.
+    priority: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
 
     result: Mapped[Result | None] = relationship(back_populates="job", uselist=False)
     epochs: Mapped[list[EpochRow]] = relationship(back_populates="job", order_by="EpochRow.epoch")
@@ -66,6 +70,41 @@ class Job(Base):
         Index("ix_jobs_status", "status"),
         Index("ix_jobs_cell", "protocol", "dataset", "model"),
     )
+
+
+class JobEvent(Base):
+    """One state change of a job (revision 0004): `harness show` prints them as its history.
+    Written in the same transaction as the change itself."""
+
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), nullable=False)
+    at: Mapped[datetime] = mapped_column(DateTime, nullable=False)  # database clock, UTC
+    state: Mapped[str] = mapped_column(String(16), nullable=False)  # JOB_STATES
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False)
+    worker_id: Mapped[str | None] = mapped_column(String(200))
+    note: Mapped[str | None] = mapped_column(Text)  # why: "released", "lease expired", ...
+
+    __table_args__ = (Index("ix_job_events_job", "job_id", "id"),)
+
+
+class QueueFlag(Base):
+    """Switches every worker reads inside its claim (revision 0004): `paused` = "1" stops all
+    claims. The row always exists, so a claim can lock it against a concurrent pause."""
+
+    __tablename__ = "queue_flags"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200), nullable=False)
+    changed_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+event.listen(
+    QueueFlag.__table__,
+    "after_create",  # create_all of a new database; migration 0004 inserts the same rows
+    DDL("INSERT INTO queue_flags (name, value) VALUES ('paused', '0')"),
+)
 
 
 class Result(Base):

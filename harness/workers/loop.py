@@ -82,6 +82,7 @@ class WorkerSummary:
     failed: int = 0
     released: int = 0
     lost: int = 0  # leases taken away from this worker (it was too slow to heartbeat)
+    cancelled: int = 0  # running jobs stopped by `harness cancel`
     stop_reason: str = ""
     gave_up: bool = False  # quarantined after max_consecutive_failures
     outcomes: list[str] = field(default_factory=list)
@@ -161,9 +162,10 @@ class Worker:
             summary.stop_reason = summary.stop_reason or self._stop_reason
             self._mark_stopped(summary)
         log.info(
-            "worker %s stopped (%s): %d done, %d failed, %d released, %d leases lost",
+            "worker %s stopped (%s): %d done, %d failed, %d released, %d cancelled, "
+            "%d leases lost",
             self.worker_id, summary.stop_reason, summary.done, summary.failed,
-            summary.released, summary.lost,
+            summary.released, summary.cancelled, summary.lost,
         )  # fmt: skip
         return summary
 
@@ -203,7 +205,10 @@ class Worker:
             self._stop.wait(opts.poll_seconds * random.uniform(0.5, 1.5))
             return []
         if not jobs and opts.until_empty:
-            summary.stop_reason = "queue empty"
+            from harness.queue.control import is_paused
+
+            paused = self.backoff.call("pause check", lambda: is_paused(self.engine))
+            summary.stop_reason = "queue paused (`harness resume` lets workers claim)" if paused else "queue empty"
             return None
         if not jobs:
             self._stop.wait(opts.poll_seconds)
@@ -303,6 +308,9 @@ class Worker:
         # A commit whose acknowledgement was lost to an outage is retried, finds the job no
         # longer running, and reports False: look whether it was our own attempt that finished.
         if not completed and not retrying("check", lambda: self._finished_by_us(lease)):
+            if retrying("check", lambda: self._cancelled(lease)):
+                log.info("%s cancelled (harness cancel) before its result was stored", label)
+                return "cancelled"
             log.warning("%s: lease lost before completion; another worker owns it", label)
             return "lost"
         for path in (checkpoint, *stray_temporaries(checkpoint)):
@@ -317,10 +325,21 @@ class Worker:
             ).one()
         return tuple(row) == ("done", lease.worker_id, lease.attempt)
 
+    def _cancelled(self, lease: Lease) -> bool:
+        """Whether the lease ended because `harness cancel` cancelled this very attempt."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(Job.status, Job.attempts).where(Job.id == lease.job_id)
+            ).one()
+        return tuple(row) == ("cancelled", lease.attempt)
+
     def interrupted(self, lease: Lease, beat: Heartbeat, label: str) -> str:
         """A run stopped by should_stop: give the job back, unless its lease was lost."""
         beat.stop()
         if beat.lost.is_set():
+            if self.backoff.call("check", lambda: self._cancelled(lease)):
+                log.info("%s cancelled (harness cancel): stopped, nothing more recorded", label)
+                return "cancelled"
             log.warning("%s: lease lost (heartbeats too late); job left to its new owner", label)
             return "lost"
         self.backoff.call("release", lambda: queue.release(self.engine, lease))

@@ -21,6 +21,7 @@ from harness.store.migrations import HEAD, VERSION_TABLE, alembic_config, includ
 from harness.store.schema import Base
 
 OUR_TABLES = sorted(Base.metadata.tables)
+NEW_IN_0004 = ("job_events", "queue_flags")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -100,13 +101,13 @@ def _fill_like_the_old_harness(engine) -> None:
 def test_pre_migration_database_is_upgraded_and_stays_readable(new_db, capsys):
     url = new_db("old")
     assert _cli(capsys, "db", "upgrade", "--db", url, "--revision", "0001")[0] == 0
-    with pytest.raises(HarnessError, match="revision 0001; this harness needs 0003"):
+    with pytest.raises(HarnessError, match=f"revision 0001; this harness needs {HEAD}"):
         make_engine(url)  # stamped 0001: behind, refused
     engine = make_engine(url, create=False)
     with engine.begin() as conn:
         conn.execute(text(f"DROP TABLE {VERSION_TABLE}"))  # as the pre-migration harness left it
     _fill_like_the_old_harness(engine)
-    before = {table: _rows(engine, table) for table in OUR_TABLES}
+    before = {table: _rows(engine, table) for table in OUR_TABLES if table not in NEW_IN_0004}
 
     with pytest.raises(HarnessError) as refused:
         make_engine(url)
@@ -120,8 +121,10 @@ def test_pre_migration_database_is_upgraded_and_stays_readable(new_db, capsys):
     rc, out, _ = _cli(capsys, "db", "upgrade", "--db", url)
     assert rc == 0 and "0001 (no version table" in out and f"-> {HEAD}" in out
     engine = make_engine(url)  # accepted now
-    for table in OUR_TABLES:
+    for table in before:
         after = _rows(engine, table)
+        if table == "jobs":  # 0004: queued work gets the default priority
+            assert [row.pop("priority") for row in after] == [0]
         if table == "workers":
             assert [row.pop("stop_reason") for row in after] == [None]
             assert [bool(row.pop("quarantined")) for row in after] == [False]
@@ -181,7 +184,7 @@ def _drift(url: str) -> list:
 
 def test_migrations_match_the_models(new_db, capsys):
     upgraded, fresh = new_db("upgraded"), new_db("fresh")
-    assert _cli(capsys, "db", "upgrade", "--db", upgraded)[0] == 0  # 0001, 0002, 0003
+    assert _cli(capsys, "db", "upgrade", "--db", upgraded)[0] == 0  # 0001 .. HEAD
     # Not empty: harness/store/schema.py changed without a migration in harness/store/migrations/versions.
     assert _drift(upgraded) == []
     for bad, why in (("0001", "does not downgrade"), ("nope", "unknown schema revision")):
@@ -190,8 +193,11 @@ def test_migrations_match_the_models(new_db, capsys):
     make_engine(fresh)  # create_all + stamp, what a new database gets
     assert _schema(fresh) == _schema(upgraded)
     fresh_engine = make_engine(fresh, create=False)
-    with fresh_engine.begin() as conn:  # as 637a869 wrote it: no version table
+    with fresh_engine.begin() as conn:  # as 637a869 wrote it: no version table, nor 0004's parts
         conn.execute(text(f"DROP TABLE {VERSION_TABLE}"))
+        for table in NEW_IN_0004:
+            conn.execute(text(f"DROP TABLE {table}"))
+        conn.execute(text("ALTER TABLE jobs DROP COLUMN priority"))
     # Recognised as 0002 by its columns (the newest schema before migrations), so it is
     # upgraded like any 0002 database.
     with pytest.raises(HarnessError, match="revision 0002"):

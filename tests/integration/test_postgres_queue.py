@@ -15,8 +15,8 @@ from queue_helpers import expire_lease, job_row, tiny_specs
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from harness.queue import control, recording
 from harness.queue import jobs as queue
-from harness.queue import recording
 from harness.store.engine import make_engine
 from harness.store.schema import EpochRow, GradientLayer, Job, Result, WorkerRow
 
@@ -136,7 +136,7 @@ def test_max_attempts_then_retry(db_url):
     row = job_row(engine, 1)
     assert row.status == "failed" and row.attempts == 2
     assert "gave up after max_attempts" in row.error and "retry --failed" in row.error
-    assert queue.retry_failed(engine) == 1
+    assert control.retry_failed(engine) == 1
     # a retried job gets a fresh attempt budget
     assert queue.claim(engine, "w4", "cpu", 30).attempts == 1
 
@@ -150,7 +150,7 @@ def test_release_and_retry_stale(db_url):
     live = queue.claim(engine, "w1", "cpu", 300)
     dead = queue.claim(engine, "w2", "cpu", 300)
     expire_lease(engine, dead.id)
-    assert queue.retry_stale(engine) == 1
+    assert control.retry_stale(engine) == 1
     assert job_row(engine, live.id).status == "running"
     assert job_row(engine, dead.id).status == "queued"
 

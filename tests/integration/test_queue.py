@@ -10,7 +10,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from harness.experiment.grids import paper_grid, resolve_grid
+from harness.queue import control
 from harness.queue import jobs as queue
+from harness.store.clock import database_time
 from harness.store.engine import make_engine
 from harness.store.schema import Job, WorkerRow
 
@@ -54,7 +56,7 @@ def test_claim_takes_oldest_and_returns_none_when_empty(sqlite_url):
     assert queue.claim(engine, "w3", "cpu", 30) is None
     row = job_row(engine, 1)
     assert row.status == "running" and row.worker_id == "w1"
-    assert row.lease_expires_at > queue.database_time(engine)
+    assert row.lease_expires_at > database_time(engine)
 
 
 def test_concurrent_claims_never_share_a_job(sqlite_url):
@@ -126,7 +128,7 @@ def test_retry_stale_only_touches_expired_leases(sqlite_url):
     live = queue.claim(engine, "w1", "cpu", 300)
     dead = queue.claim(engine, "w2", "cpu", 300)
     expire_lease(engine, dead.id)
-    assert queue.retry_stale(engine) == 1
+    assert control.retry_stale(engine) == 1
     assert job_row(engine, live.id).status == "running"
     dead_row = job_row(engine, dead.id)
     assert dead_row.status == "queued" and "retry --stale" in dead_row.error

@@ -76,7 +76,7 @@ def test_retry_needs_a_choice(capsys, sqlite_url):
     with pytest.raises(SystemExit) as exc:
         main(["retry", "--db", sqlite_url])
     assert exc.value.code == 2
-    assert "one of the arguments --failed --stale is required" in capsys.readouterr().err
+    assert "one of the arguments --failed --stale --cancelled is required" in capsys.readouterr().err
 
 
 def test_eta_counts_the_epochs_a_requeued_job_has_checkpointed(capsys, sqlite_url):
@@ -103,3 +103,62 @@ def test_eta_counts_the_epochs_a_requeued_job_has_checkpointed(capsys, sqlite_ur
     assert code == 0 and "2 queued, 0 running" in out
     assert "ETA: at most 0m32s (8 epochs left x 4.0 s" in out  # 3 + 5, not 5 + 5
     assert "1 queued job(s) resume from their checkpoints: 2 epochs already done" in out
+
+
+def test_show_cancel_pause_from_the_command_line(capsys, sqlite_url, tmp_path):
+    import json
+
+    engine = make_engine(sqlite_url)
+    config = resolve_config("paper", "digits", "resnet18", {"max_epochs": 5})
+    queue.enqueue(engine, [JobSpec("resnet18", "digits", s, 42, "paper", config) for s in (1, 2)], "t")
+    checkpoints = tmp_path / "ckpt"
+    checkpoints.mkdir()
+    code, out, _ = _run(capsys, "show", "1", "--json", "--db", sqlite_url,
+                        "--checkpoints", str(checkpoints))  # fmt: skip
+    doc = json.loads(out)
+    key = doc["key"]
+    assert code == 0 and doc["status"] == "queued" and doc["priority"] == 0
+    assert doc["config"]["max_epochs"] == 5 and doc["result"] is None and doc["epochs"] == []
+    assert [e["state"] for e in doc["history"]] == ["queued"]
+    assert doc["checkpoint"] == {"path": str(checkpoints / f"{key}.pt"), "exists": False, "bytes": None}
+    (checkpoints / f"{key}.pt").write_bytes(b"x" * 10)
+    code, out, _ = _run(capsys, "show", "1", "--db", sqlite_url, "--checkpoints", str(checkpoints))
+    assert "QUEUED" in out and f"checkpoint: {checkpoints / key}.pt (10 bytes)" in out
+    assert "result: none yet" in out and "max_epochs = 5" in out
+
+    code, _, err = _run(capsys, "show", "9", "--db", sqlite_url)
+    assert code == 1 and "no job 9 in this database (ids run from 1 to 2)" in err
+    code, _, err = _run(capsys, "cancel", "--db", sqlite_url)
+    assert code == 1 and "name the jobs to cancel" in err and len(err.splitlines()) == 1
+    code, _, err = _run(capsys, "cancel", "--all", "--models", "resnet18", "--db", sqlite_url)
+    assert code == 1 and "--all cancels every unfinished job" in err
+    with pytest.raises(SystemExit) as exc:
+        main(["cancel", "x1", "--db", sqlite_url])
+    assert exc.value.code == 2 and "'x1' is not a job id" in capsys.readouterr().err
+    code, out, _ = _run(capsys, "cancel", "--all", "--db", sqlite_url)
+    assert code == 0 and "2 job(s) cancelled (2 queued)" in out
+    code, out, _ = _run(capsys, "status", "--db", sqlite_url)
+    assert "0 failed, 2 cancelled (2 total)" in out
+    code, out, _ = _run(capsys, "retry", "--cancelled", "--db", sqlite_url)
+    assert "2 cancelled job(s) requeued" in out
+
+    code, out, _ = _run(capsys, "pause", "--db", sqlite_url)
+    assert code == 0 and "queue paused" in out
+    code, out, _ = _run(capsys, "pause", "--db", sqlite_url)
+    assert "(it was already paused)" in out
+    code, out, _ = _run(capsys, "resume", "--db", sqlite_url)
+    assert code == 0 and "queue resumed" in out
+    code, _, err = _run(capsys, "pause", "--db", f"sqlite:///{tmp_path}/typo.db")
+    assert code == 1 and "no database at" in err
+    assert not (tmp_path / "typo.db").exists()
+
+
+def test_enqueue_priority_out_of_range_queues_nothing(capsys, tmp_path):
+    url = f"sqlite:///{tmp_path}/p.db"
+    code, _, err = _run(capsys, "enqueue", "--grid", "demo", "--priority", "2000000", "--db", url)
+    assert code == 1 and "--priority 2000000 is out of range; use -1000000..1000000" in err
+    assert not (tmp_path / "p.db").exists()
+    code, out, _ = _run(capsys, "enqueue", "--grid", "demo", "--priority", "-3", "--db", url)
+    assert code == 0 and "new" in out
+    code, out, _ = _run(capsys, "enqueue", "--grid", "demo", "--priority", "7", "--db", url)
+    assert "moved to priority 7" in out

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from harness.cli import main
 from harness.experiment.config import JobSpec, resolve_config
 from harness.queue import jobs as queue
+from harness.store.clock import database_time
 from harness.store.engine import make_engine
 from harness.store.schema import EpochRow, Job, Result, WorkerRow
 from harness.workers.loop import Worker, WorkerOptions
@@ -87,7 +88,7 @@ def test_claim_cohort_takes_exactly_the_matching_jobs_oldest_first(db_url):
         assert job.spec().key() == job.key
         row = job_row(engine, job.id)
         assert (row.status, row.worker_id, row.device) == ("running", "w1", "cuda:0")
-        assert row.lease_expires_at > queue.database_time(engine)
+        assert row.lease_expires_at > database_time(engine)
     claims = [_ids(queue.claim_cohort(engine, "w2", "cpu", 30, 3)) for _ in range(9)]
     # Every distractor alone; the loader job without its seed partner (11).
     assert claims == [[2], [3], [4], [5], [7], [9], [10], [11], []]

@@ -1,7 +1,8 @@
 """Schema migrations of the results database: Alembic, run from code (no alembic.ini).
 
 Revisions are in versions/ (0001: the schema before migrations existed; 0002: the worker
-quarantine columns). The version table is `harness_alembic_version`, not Alembic's default
+quarantine columns; 0003: nullable imported results; 0004: queue control: priorities, job
+events, the pause flag). The version table is `harness_alembic_version`, not Alembic's default
 `alembic_version`: Optuna (`harness tune`) keeps its studies in the same database and its own
 `alembic_version` there. Every look at the database is restricted to our tables
 (`include_name`), so Optuna's tables are never touched or counted as drift.
@@ -32,10 +33,12 @@ if TYPE_CHECKING:
 VERSION_TABLE = "harness_alembic_version"
 # The newest revision in versions/, written out so the check every command makes does not
 # import Alembic (~0.3 s); tests/integration/test_migrations.py fails when it disagrees with versions/.
-HEAD = "0003"
+HEAD = "0004"
 SCRIPT_LOCATION = Path(__file__).resolve().parent
 # Columns by which a database without a version table shows which revision wrote it.
 _LEGACY_0002_COLUMNS = {"quarantined", "stop_reason"}
+# Tables that migrations added (0004); a database without a version table never has them.
+_TABLES_SINCE_MIGRATIONS = {"job_events", "queue_flags"}
 
 
 def include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
@@ -89,7 +92,8 @@ def read_state(conn: Connection) -> SchemaState:
     ours = tables & set(Base.metadata.tables)
     if not ours:
         return SchemaState(None)
-    missing = sorted(set(Base.metadata.tables) - ours)
+    # Without a version table, a database written before migrations has the tables of then.
+    missing = sorted(set(Base.metadata.tables) - _TABLES_SINCE_MIGRATIONS - ours)
     if missing:
         raise HarnessError(
             f"the database has some of the harness tables but not {', '.join(missing)}: it is "
