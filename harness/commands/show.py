@@ -11,6 +11,9 @@ from typing import Any
 from harness.commands._common import add_db_option, db_url
 from harness.errors import HarnessError
 
+# Job columns shown as they are stored (times, worker and the rest are renamed or formatted).
+JOB_COLUMNS = ("key", "status", "priority", "grid", "model", "dataset", "seed", "split_seed",
+               "protocol", "harness_version", "attempts", "max_attempts", "device", "epoch")  # fmt: skip
 EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
                  "train_seconds", "eval_seconds")  # fmt: skip
 
@@ -57,21 +60,8 @@ def collect(engine: Any, job_id: int, checkpoints: Path) -> dict[str, Any]:
         checkpoint = checkpoints / f"{job.key}.pt"
         return {
             "id": job.id,
-            "key": job.key,
-            "status": job.status,
-            "priority": job.priority,
-            "grid": job.grid,
-            "model": job.model,
-            "dataset": job.dataset,
-            "seed": job.seed,
-            "split_seed": job.split_seed,
-            "protocol": job.protocol,
-            "harness_version": job.harness_version,
-            "attempts": job.attempts,
-            "max_attempts": job.max_attempts,
+            **{column: getattr(job, column) for column in JOB_COLUMNS},
             "worker": job.worker_id,
-            "device": job.device,
-            "epoch": job.epoch,
             "created_at": _time(job.created_at),
             "started_at": _time(job.started_at),
             "finished_at": _time(job.finished_at),
