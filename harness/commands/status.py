@@ -189,11 +189,11 @@ def format_status(status: QueueStatus) -> str:
             f"{status.mean_epoch_seconds:.1f} s mean epoch over {status.epochs_measured} epochs, "
             f"{status.parallel} at a time; early stopping usually ends jobs sooner)"
         )
-    if status.resuming and status.remaining_epochs:
-        lines.append(
-            f"  {status.resuming} queued job(s) resume from their checkpoints: "
-            f"{status.resumed_epochs} epochs already done are not counted"
-        )
+        if status.resuming:
+            lines.append(
+                f"  {status.resuming} queued job(s) resume from their checkpoints: "
+                f"{status.resumed_epochs} epochs already done are not counted"
+            )
     elif status.remaining_epochs:
         lines.append("ETA: unknown until the first epoch finishes")
     if status.counts["failed"]:
