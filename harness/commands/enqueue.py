@@ -11,6 +11,7 @@ from harness.errors import HarnessError
 
 MAX_PRIORITY = 1_000_000
 
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "enqueue",

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from harness.commands._common import add_db_option, db_url
 from harness.errors import HarnessError
-from harness.store.schema import JOB_STATES, EpochRow, Job, QueueFlag, WorkerRow
+from harness.store.schema import JOB_STATES, EpochRow, Job, WorkerRow
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -101,6 +101,7 @@ def _label(job: Job) -> str:
 
 
 def collect_status(engine: Engine, max_failures: int = 20) -> QueueStatus:
+    from harness.queue.jobs import queue_paused
     from harness.store.clock import database_time
 
     now = database_time(engine)
@@ -112,9 +113,7 @@ def collect_status(engine: Engine, max_failures: int = 20) -> QueueStatus:
             select(func.avg(EpochRow.train_seconds + EpochRow.eval_seconds), func.count())
         ).one()
         status = QueueStatus(counts, mean_epoch_seconds=mean, epochs_measured=measured)
-        status.paused = conn.execute(
-            select(QueueFlag.value).where(QueueFlag.name == "paused")
-        ).scalar() == "1"
+        status.paused = queue_paused(conn.connection(), lock=False)
         pending = conn.execute(
             select(Job).where(Job.status.in_(("queued", "running"))).order_by(Job.id)
         ).scalars()

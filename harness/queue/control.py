@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, func, literal, select, update
+from sqlalchemy import ColumnElement, update
 from sqlalchemy.engine import Engine
 
 from harness.queue.events import record_events
-from harness.queue.jobs import queue_paused, write_connection
+from harness.queue.jobs import queue_paused, requeue_expired, write_connection
 from harness.store.clock import db_now
 from harness.store.schema import Job, QueueFlag
 
@@ -89,23 +89,12 @@ def _requeue(engine: Engine, state: str, note: str) -> int:
 
 def retry_stale(engine: Engine) -> int:
     """Running jobs whose lease has expired back to the queue now (attempts kept)."""
-    now = db_now(engine)
     with write_connection(engine) as conn, conn.begin():
-        ids = conn.execute(
-            update(Job)
-            .where(Job.status == "running", Job.lease_expires_at < now)
-            .values(
-                status="queued",
-                worker_id=None,
-                lease_expires_at=None,
-                error=literal("lease expired: worker ")
-                + func.coalesce(Job.worker_id, "?")
-                + " stopped heartbeating; requeued by `harness retry --stale`",
-            )
-            .returning(Job.id)
-        ).scalars().all()
-        record_events(conn, ids, "queued", "retry --stale: the lease had expired")
-    return len(ids)
+        return requeue_expired(
+            conn,
+            "; requeued by `harness retry --stale`",
+            "retry --stale: the lease had expired",
+        )
 
 
 def set_paused(engine: Engine, paused: bool) -> bool:
@@ -123,4 +112,4 @@ def set_paused(engine: Engine, paused: bool) -> bool:
 
 def is_paused(engine: Engine) -> bool:
     with engine.connect() as conn:
-        return conn.execute(select(QueueFlag.value).where(QueueFlag.name == "paused")).scalar() == "1"
+        return queue_paused(conn, lock=False)

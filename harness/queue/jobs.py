@@ -26,7 +26,7 @@ from sqlalchemy import ColumnElement, Connection, func, insert, literal, select,
 from sqlalchemy.engine import Engine
 
 from harness import __version__, faults
-from harness.errors import HarnessError
+from harness.errors import HarnessError, error_line
 from harness.experiment.config import JobSpec, TrainConfig
 from harness.queue.events import record_events
 from harness.store.clock import db_now
@@ -82,12 +82,8 @@ def enqueue(
             if key not in present
         ]
         if rows:
-            conn.execute(insert(Job), rows)
-            new_keys = [row["key"] for row in rows]
-            for start in range(0, len(new_keys), _ENQUEUE_CHUNK):
-                chunk = new_keys[start : start + _ENQUEUE_CHUNK]
-                ids = conn.execute(select(Job.id).where(Job.key.in_(chunk))).scalars()
-                record_events(conn, ids, "queued", f"enqueued (grid {grid}, priority {priority or 0})")
+            ids = conn.execute(insert(Job).returning(Job.id), rows).scalars().all()
+            record_events(conn, ids, "queued", f"enqueued (grid {grid}, priority {priority or 0})")
         new = len(rows)
         moved = 0
         if priority is not None and present:
@@ -161,21 +157,31 @@ def expire_leases(conn: Connection) -> tuple[int, int]:
         .returning(Job.id)
     ).scalars().all()
     record_events(conn, failed_ids, "failed", "lease expired; max_attempts used up")
-    requeued_ids = conn.execute(
+    requeued = requeue_expired(
+        conn, "; job requeued", "lease expired: the worker stopped heartbeating"
+    )
+    return requeued, len(failed_ids)
+
+
+def requeue_expired(conn: Connection, error_tail: str, note: str) -> int:
+    """Running jobs whose lease ran out back to `queued` (attempts kept), with an error naming
+    the silent worker; returns how many."""
+    ids = conn.execute(
         update(Job)
-        .where(expired)
+        .where(Job.status == "running", Job.lease_expires_at < db_now(conn))
         .values(
             status="queued",
             lease_expires_at=None,
             error=literal("lease expired: worker ")
             + func.coalesce(Job.worker_id, "?")
-            + " stopped heartbeating; job requeued",
+            + " stopped heartbeating"
+            + literal(error_tail),
             worker_id=None,
         )
         .returning(Job.id)
     ).scalars().all()
-    record_events(conn, requeued_ids, "queued", "lease expired: the worker stopped heartbeating")
-    return len(requeued_ids), len(failed_ids)
+    record_events(conn, ids, "queued", note)
+    return len(ids)
 
 
 # What a claim returns of each row it takes (ClaimedJob's fields, less the lease).
@@ -348,8 +354,7 @@ def fail(engine: Engine, lease: Lease, error: str) -> bool:
             conn, lease, status="failed", error=error, finished_at=now, lease_expires_at=None
         )
         if held:
-            lines = [line for line in error.splitlines() if line.strip()]
-            record_events(conn, [lease.job_id], "failed", lines[-1].strip() if lines else None)
+            record_events(conn, [lease.job_id], "failed", error_line(error) or None)
         count_outcome(conn, lease.worker_id, done=False)
     return held
 
@@ -370,11 +375,12 @@ def release(engine: Engine, lease: Lease) -> bool:
         return held
 
 
-def queue_paused(conn: Connection) -> bool:
-    """Whether `harness pause` holds the queue. Read with a shared lock on the flag's row, so
-    a pause waits for the claims in flight and no claim starts after it returns."""
+def queue_paused(conn: Connection, *, lock: bool = True) -> bool:
+    """Whether `harness pause` holds the queue. A claim reads it with a shared lock on the
+    flag's row, so a pause waits for the claims in flight and no claim starts after it returns;
+    `lock=False` for a look that decides nothing (status, a worker saying why it stops)."""
     flag = select(QueueFlag.value).where(QueueFlag.name == "paused")
-    if conn.dialect.name != "sqlite":  # SQLite's write lock already serialises the two
+    if lock and conn.dialect.name != "sqlite":  # SQLite's write lock already serialises them
         flag = flag.with_for_update(read=True)
     return conn.execute(flag).scalar() == "1"
 

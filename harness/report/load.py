@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from harness.errors import error_line
 from harness.store.schema import EpochRow, GradientLayer, Job, Result
 from harness.training.gradients import vanishing_count
 
@@ -81,18 +82,6 @@ def _health_score(
         return float(health_score(layer_means, low, high, count_silent=count_silent))
     except ValueError:  # every layer silent: there is no score to report
         return float("nan")
-
-
-def first_line(text: str | None) -> str:
-    """The error's one-line summary ('' for none), for listings.
-
-    A Python traceback's first line says nothing ("Traceback (most recent call last):"); its
-    last non-empty line is the exception, so that is the one shown.
-    """
-    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    if not lines:
-        return ""
-    return lines[-1] if lines[0].startswith("Traceback") else lines[0]
 
 
 def gradient_summary(
@@ -274,7 +263,7 @@ def load_jobs(engine: Engine) -> pd.DataFrame:
             for name in ("status", "attempts", "max_attempts", "worker_id", "device", "epoch",
                          "created_at", "started_at", "finished_at", "error"):  # fmt: skip
                 rec[name] = getattr(job, name)
-            rec["error_line"] = first_line(job.error)
+            rec["error_line"] = error_line(job.error)
             rec["has_result"] = job.id in done_ids
             records.append(rec)
     return pd.DataFrame.from_records(records, columns=list(JOBS_COLUMNS))

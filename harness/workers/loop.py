@@ -208,7 +208,9 @@ class Worker:
             from harness.queue.control import is_paused
 
             paused = self.backoff.call("pause check", lambda: is_paused(self.engine))
-            summary.stop_reason = "queue paused (`harness resume` lets workers claim)" if paused else "queue empty"
+            summary.stop_reason = (
+                "queue paused (`harness resume` lets workers claim)" if paused else "queue empty"
+            )
             return None
         if not jobs:
             self._stop.wait(opts.poll_seconds)
@@ -307,8 +309,8 @@ class Worker:
             return "failed"
         # A commit whose acknowledgement was lost to an outage is retried, finds the job no
         # longer running, and reports False: look whether it was our own attempt that finished.
-        if not completed and not retrying("check", lambda: self._finished_by_us(lease)):
-            if retrying("check", lambda: self._cancelled(lease)):
+        if not completed and not retrying("check", lambda: self._ended_as(lease, "done")):
+            if retrying("check", lambda: self._ended_as(lease, "cancelled")):
                 log.info("%s cancelled (harness cancel) before its result was stored", label)
                 return "cancelled"
             log.warning("%s: lease lost before completion; another worker owns it", label)
@@ -318,26 +320,20 @@ class Worker:
         log.info("%s done: top1 %.4f", label, outcome.metrics.get("top1") or float("nan"))
         return "done"
 
-    def _finished_by_us(self, lease: Lease) -> bool:
+    def _ended_as(self, lease: Lease, status: str) -> bool:
+        """Whether this very attempt ended the job in `status`: "done" (our own completion,
+        whose acknowledgement was lost) or "cancelled" (`harness cancel` keeps the worker)."""
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(Job.status, Job.worker_id, Job.attempts).where(Job.id == lease.job_id)
             ).one()
-        return tuple(row) == ("done", lease.worker_id, lease.attempt)
-
-    def _cancelled(self, lease: Lease) -> bool:
-        """Whether the lease ended because `harness cancel` cancelled this very attempt."""
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(Job.status, Job.attempts).where(Job.id == lease.job_id)
-            ).one()
-        return tuple(row) == ("cancelled", lease.attempt)
+        return tuple(row) == (status, lease.worker_id, lease.attempt)
 
     def interrupted(self, lease: Lease, beat: Heartbeat, label: str) -> str:
         """A run stopped by should_stop: give the job back, unless its lease was lost."""
         beat.stop()
         if beat.lost.is_set():
-            if self.backoff.call("check", lambda: self._cancelled(lease)):
+            if self.backoff.call("check", lambda: self._ended_as(lease, "cancelled")):
                 log.info("%s cancelled (harness cancel): stopped, nothing more recorded", label)
                 return "cancelled"
             log.warning("%s: lease lost (heartbeats too late); job left to its new owner", label)
