@@ -152,3 +152,28 @@ def test_history_follows_claim_release_fail_retry_and_done(db_url):
         ("running", "claimed for cpu"),
         ("done", "1 epochs run"),
     ]
+
+
+def test_expired_leases_requeued_by_a_claim_or_by_retry_stale_say_so(db_url):
+    from queue_helpers import expire_lease, job_row
+
+    engine = make_engine(db_url)
+    queue.enqueue(engine, tiny_specs(2), "g")
+    first = queue.claim(engine, "w:1:0", "cpu", 60)
+    second = queue.claim(engine, "w:2:0", "cpu", 60)
+    expire_lease(engine, first.id)
+    assert control.retry_stale(engine) == 1
+    row = job_row(engine, first.id)
+    assert (row.status, row.worker_id) == ("queued", None)
+    assert row.error == (
+        "lease expired: worker w:1:0 stopped heartbeating; requeued by `harness retry --stale`"
+    )
+    assert _history(engine, first.id)[-1] == ("queued", "retry --stale: the lease had expired")
+    expire_lease(engine, second.id)
+    assert queue.claim(engine, "w:3:0", "cpu", 60).id == first.id  # the claim requeues second
+    row = job_row(engine, second.id)
+    assert row.status == "queued"
+    assert row.error == "lease expired: worker w:2:0 stopped heartbeating; job requeued"
+    assert _history(engine, second.id)[-1] == (
+        "queued", "lease expired: the worker stopped heartbeating"
+    )  # fmt: skip
