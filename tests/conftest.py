@@ -79,6 +79,15 @@ def postgres_url(pg_server, request) -> str:
 _DATABASE_COUNT = [0]
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request) -> str:
+    """Each test that takes it runs twice: on a real SQLite file and on a real PostgreSQL
+    server (skipped, or failed with HARNESS_REQUIRE_POSTGRES=1, without the binaries)."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("sqlite_url")
+    return request.getfixturevalue("postgres_url")
+
+
 # The fault suite's figures (tests/e2e/test_faults.py): one line per run, printed after the tests so
 # CI's log shows them (e.g. "faults[sqlite]: 1000 jobs, 16 workers, 0 duplicates, 0 lost, ...").
 _FAULT_FIGURES = pytest.StashKey[list]()

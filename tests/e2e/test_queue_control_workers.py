@@ -27,13 +27,6 @@ TINY = {"max_epochs": 1, "max_train_batches": 1, "batch_size": 16, "grad_batches
 CLAIM = re.compile(r"claimed job (\d+) attempt (\d+)")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request) -> str:
-    if request.param == "sqlite":
-        return request.getfixturevalue("sqlite_url")
-    return request.getfixturevalue("postgres_url")
-
-
 def _spec(seed: int, **overrides) -> JobSpec:
     config = resolve_config("paper", "digits", "resnet18", {**TINY, **overrides})
     return JobSpec("resnet18", "digits", seed, 42, "paper", config)

@@ -10,7 +10,6 @@ import threading
 import time
 from types import SimpleNamespace
 
-import pytest
 from queue_helpers import expire_lease, job_row, tiny_specs
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -19,13 +18,6 @@ from harness.queue import control, recording
 from harness.queue import jobs as queue
 from harness.store.engine import make_engine
 from harness.store.schema import EpochRow, GradientLayer, Job, Result, WorkerRow
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request) -> str:
-    if request.param == "sqlite":
-        return request.getfixturevalue("sqlite_url")
-    return request.getfixturevalue("postgres_url")
 
 
 def _outcome(top1: float) -> SimpleNamespace:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 from types import SimpleNamespace
 
-import pytest
 from queue_helpers import tiny_specs
 from sqlalchemy import select
 
@@ -14,13 +13,6 @@ from harness.queue import control, recording
 from harness.queue import jobs as queue
 from harness.store.engine import make_engine
 from harness.store.schema import EpochRow, Job, JobEvent
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request) -> str:
-    if request.param == "sqlite":
-        return request.getfixturevalue("sqlite_url")
-    return request.getfixturevalue("postgres_url")
 
 
 def _epoch(n: int) -> SimpleNamespace:

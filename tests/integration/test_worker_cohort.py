@@ -31,13 +31,6 @@ from harness.workers.loop import Worker, WorkerOptions
 RUNNER = "fault_runner:run_job"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request) -> str:
-    if request.param == "sqlite":
-        return request.getfixturevalue("sqlite_url")
-    return request.getfixturevalue("postgres_url")
-
-
 def _cell(
     seeds, model="resnet18", dataset="digits", split_seed=42, pipeline="device", **overrides
 ) -> list[JobSpec]:
