@@ -8,6 +8,7 @@ import sys
 import warnings
 
 from harness import __version__
+from harness.commands._common import add_global_options
 from harness.errors import EXIT_REFUSED, EXIT_USAGE, HarnessError
 
 # Each module defines `register(subparsers)`; the parser it adds carries `func(args) -> int`.
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Queue, run and report the GradAttn paper's experiments over seeds.",
     )
     parser.add_argument("--version", action="version", version=f"harness {__version__}")
+    add_global_options(parser)  # also accepted after the sub-command
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"harness.commands.{MODULE_OF.get(name, name)}")

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from harness.commands._common import add_list_option
 from harness.errors import HarnessError
 
 SCHEMA = "harness-bench/1"
@@ -48,9 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--grid", default="paper", choices=GRIDS, help="grid to project (none: skip)"
     )
-    parser.add_argument("--grid-models", default=None, help="comma list: project only these models")
-    parser.add_argument(
-        "--grid-datasets", default=None, help="comma list: project only these datasets"
+    add_list_option(parser, "--grid-models", default=None, help="project only these models")
+    add_list_option(
+        parser, "--grid-datasets", default=None, help="project only these datasets"
     )
     parser.add_argument("--steps", type=int, default=50, help="timed steps per measurement")
     parser.add_argument(
@@ -59,7 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=None, help="default: Table 1's per dataset"
     )
-    parser.add_argument(
+    add_list_option(
+        parser,
         "--slots",
         default=None,
         help="concurrent jobs to time (default 1,4,8,12 on CUDA, 1,2 on the CPU; 0 skips packing)",
@@ -69,7 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="pack the jobs under a private CUDA MPS daemon (CUDA only; the JSON says if used)",
     )
-    parser.add_argument(
+    add_list_option(
+        parser,
         "--fused",
         default=None,
         help="seeds per fused cohort to time (default 1,4,8,12 on CUDA, 1,2 on the CPU; 0 skips)",
@@ -88,7 +91,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-graph", action="store_true", help="fast path without CUDA graphs")
     parser.add_argument("--no-channels-last", action="store_true", help="fast path in NCHW")
     parser.add_argument(
-        "--workers", type=int, default=2, help="DataLoader workers of the authors' pipeline"
+        "--loader-workers",
+        type=int,
+        default=2,
+        help="DataLoader workers of the authors' pipeline (worker processes are --slots)",
     )
     parser.add_argument(
         "--threads",
@@ -121,6 +127,11 @@ def _int_list(option: str, text: str) -> list[int]:
     if any(v < 0 for v in values):
         raise HarnessError(f"--{option} {text!r} has a negative count")
     return [v for v in values if v > 0]
+
+
+def _joined(items: list[str] | None) -> str | None:
+    """A list option's items as the comma list the parsers below read (None: not given)."""
+    return ",".join(items) if items else None
 
 
 def _names(option: str, text: str | None, valid: tuple[str, ...]) -> tuple[str, ...]:
@@ -179,7 +190,9 @@ def command_line(args: argparse.Namespace) -> list[str]:
         if name in ("command", "func") or value is None or value is False:
             continue
         words.append("--" + name.replace("_", "-"))
-        if value is not True:
+        if isinstance(value, list):
+            words.append(",".join(map(str, value)))
+        elif value is not True:
             words.append(str(value))
     return words
 
@@ -204,11 +217,11 @@ def run(args: argparse.Namespace) -> int:
     for name in ("steps", "epochs", "seeds", "data_size"):
         _positive(name.replace("_", "-"), getattr(args, name))
     _positive("warmup", args.warmup, 0)
-    _positive("workers", args.workers, 0)
+    _positive("loader-workers", args.loader_workers, 0)
     if args.batch_size is not None:
         _positive("batch-size", args.batch_size)
-    slots = _int_list("slots", args.slots or ("1,4,8,12" if on_cuda else "1,2"))
-    fused_sizes = _int_list("fused", args.fused or ("1,4,8,12" if on_cuda else "1,2"))
+    slots = _int_list("slots", _joined(args.slots) or ("1,4,8,12" if on_cuda else "1,2"))
+    fused_sizes = _int_list("fused", _joined(args.fused) or ("1,4,8,12" if on_cuda else "1,2"))
     if args.grid_fused and not fused_sizes:
         raise HarnessError("--grid-fused needs fused cohort sizes; drop --fused 0 or --grid-fused")
     if args.grid_fused and args.grid == "none":
@@ -224,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
         channels_last=not args.no_channels_last,
         cuda_graph=on_cuda and not args.no_graph,
         data_size=args.data_size,
-        workers=args.workers,
+        workers=args.loader_workers,
         threads=args.threads,
     )
     if args.threads is not None:
@@ -233,8 +246,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(_positive("threads", args.threads))
     cells: list[tuple[str, str]] = []
     if args.grid == "paper":
-        models = _names("grid-models", args.grid_models, tuple(MODEL_NAMES))
-        datasets = _names("grid-datasets", args.grid_datasets, tuple(SHAPES))
+        models = _names("grid-models", _joined(args.grid_models), tuple(MODEL_NAMES))
+        datasets = _names("grid-datasets", _joined(args.grid_datasets), tuple(SHAPES))
         cells = [(m, d) for m, d in paper_grid().cells if m in models and d in datasets]
 
     phases: dict[str, float] = {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.commands._common import add_db_option, db_url
+from harness.commands._common import add_db_option, add_list_option, db_url
 from harness.errors import HarnessError
 
 
@@ -18,9 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_db_option(parser)
     parser.add_argument("jobs", nargs="*", type=_job_id, metavar="JOB", help="job ids")
-    parser.add_argument("--models", nargs="+", default=(), metavar="MODEL")
-    parser.add_argument("--datasets", nargs="+", default=(), metavar="DATASET")
-    parser.add_argument("--grid", nargs="+", dest="grids", default=(), metavar="GRID",
+    add_list_option(parser, "--models", default=(), metavar="MODEL")
+    add_list_option(parser, "--datasets", default=(), metavar="DATASET")
+    add_list_option(parser, "--grid", dest="grids", default=(), metavar="GRID",
                         help="the grid name `harness enqueue` recorded (paper, demo, a file stem)")  # fmt: skip
     parser.add_argument("--all", action="store_true", help="every queued, running and failed job")
     parser.set_defaults(func=run)

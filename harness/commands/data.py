@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -23,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     listing = actions.add_parser("list", help="each dataset: present or not, size, digest, where")
     add_data_option(listing)
+    listing.add_argument("--json", action="store_true", help="one JSON document (docs/JSON.md)")
     listing.set_defaults(func=run_list)
 
     fetch = actions.add_parser("fetch", help="download and unpack NAME (or all), verified")
@@ -38,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verify = actions.add_parser("verify", help="check files on disk against published checksums")
     verify.add_argument("name", nargs="?", default=None, metavar="NAME")
     add_data_option(verify)
+    verify.add_argument("--json", action="store_true", help="one JSON document (docs/JSON.md)")
     verify.set_defaults(func=run_verify)
 
     parser.set_defaults(func=lambda args: _usage(parser))
@@ -86,17 +89,26 @@ def run_list(args: argparse.Namespace) -> int:
 
     root = data_root(args)
     rows = [("NAME", "PRESENT", "SIZE", "DIGEST", "WHERE")]
+    entries = []
     for name in datasets.DATASET_NAMES:
         source = datasets.get_source(name)
         present = source.present(root)
         where = "embedded (scikit-learn)" if name == "digits" else str(source.directory(root))
+        error = None
         try:
             digest = _digest(name, root) if present else "-"
         except (datasets.DatasetError, OSError) as exc:
-            digest = f"unreadable: {exc}"
-        rows.append(
-            (name, "yes" if present else "no", _size(source.size_on_disk(root)), digest, where)
-        )
+            digest, error = f"unreadable: {exc}", str(exc)
+        size = source.size_on_disk(root)
+        rows.append((name, "yes" if present else "no", _size(size), digest, where))
+        entries.append({
+            "name": name, "present": present, "bytes": size, "embedded": name == "digits",
+            "digest": digest if present and error is None else None, "error": error,
+            "directory": None if name == "digits" else str(source.directory(root)),
+        })  # fmt: skip
+    if args.json:
+        print(json.dumps({"root": str(root), "datasets": entries}, indent=1, sort_keys=True))
+        return 0
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
         print(
@@ -138,18 +150,24 @@ def run_verify(args: argparse.Namespace) -> int:
     root = data_root(args)
     names = _names(args.name, allow_all=False)
     failing: list[str] = []
-    checked = 0
+    files = []
     for name in names:
         source = datasets.get_source(name)
         if name == "digits" or (args.name is None and source.size_on_disk(root) == 0):
             continue  # embedded, or nothing of it downloaded: only a named set reports missing
         for status in source.verify(root):
-            checked += 1
+            files.append({"dataset": name, "path": str(status.path), "ok": status.ok,
+                          "note": status.note, "fix": status.fix or None})  # fmt: skip
             fix = f"; {status.fix}" if status.fix else ""
             if not status.ok:
                 failing.append(f"{status.path}: {status.note}")
-            print(f"{name}: {'ok  ' if status.ok else 'FAIL'} {status.path}: {status.note}{fix}")
-    if args.name is None and checked == 0:
+            if not args.json:
+                print(f"{name}: {'ok  ' if status.ok else 'FAIL'} {status.path}: "
+                      f"{status.note}{fix}")  # fmt: skip
+    if args.json:
+        doc = {"root": str(root), "files": files, "failing": len(failing)}
+        print(json.dumps(doc, indent=1, sort_keys=True))
+    elif args.name is None and not files:
         print(f"no downloaded datasets under {root}")
     if failing:
         # The one line names the first bad file; the table above lists every one.

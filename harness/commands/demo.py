@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.commands._common import add_data_option, data_root
+from harness.commands._common import add_data_option, add_list_option, data_root
 from harness.errors import HarnessError
 from harness.store.connection import mask_url
 
@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--db",
-        default=None,
+        default=argparse.SUPPRESS,
         help="results database URL (default: sqlite:///OUT/runs.db, kept apart from your "
         "experiments; HARNESS_DB is deliberately not used here)",
     )
@@ -83,9 +83,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help=f"tuning trials per model with --full-audit (default {AUDIT_TRIALS})",
     )
-    audit.add_argument(
+    add_list_option(
+        audit,
         "--models",
-        nargs="+",
         metavar="MODEL",
         help="these models on digits instead of the default two (any of the six)",
     )
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     grid = resolve_grid("demo", seeds=args.seeds, models=args.models, overrides=overrides)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    url = args.db or f"sqlite:///{out / 'runs.db'}"
+    url = getattr(args, "db", None) or f"sqlite:///{out / 'runs.db'}"
     engine = make_engine(url)
     started = time.monotonic()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.commands._common import add_db_option, db_url
+from harness.commands._common import add_db_option, add_list_option, db_url
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,17 +16,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "protocol. All rows or none are imported; see docs/IMPORT.md.",
     )
     parser.add_argument("file", metavar="FILE.csv", help="the CSV file")
-    parser.add_argument(
+    add_list_option(
+        parser,
         "--rename",
-        nargs="+",
         default=[],
         metavar="OLD=NEW",
         help="read the file's column OLD as the database's NEW (e.g. accuracy=top1); "
         "space or comma separated",
     )
-    parser.add_argument(
+    add_list_option(
+        parser,
         "--ignore",
-        nargs="+",
         default=[],
         metavar="COLUMN",
         help="leave these columns of the file out (e.g. method, wall_time); space or comma separated",

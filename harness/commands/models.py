@@ -20,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--num-classes", type=int, default=10, metavar="K", help="number of classes (default 10)"
     )
+    parser.add_argument("--json", action="store_true", help="one JSON document (docs/JSON.md)")
     parser.set_defaults(func=run)
 
 
@@ -41,10 +42,18 @@ def run(args: argparse.Namespace) -> int:
             raise HarnessError(
                 f"{option} must be a positive integer, got {value} (e.g. {option} {example})"
             )
-    rows = []
+    rows, entries = [], []
     for name in MODEL_NAMES:
         model = build_model(name, args.in_channels, args.num_classes)
-        rows.append((name, f"{count_parameters(model):,}", describe(name)))
+        params = count_parameters(model)
+        rows.append((name, f"{params:,}", describe(name)))
+        entries.append({"name": name, "parameters": params, "description": describe(name)})
+    if args.json:
+        import json
+
+        doc = {"in_channels": args.in_channels, "num_classes": args.num_classes, "models": entries}
+        print(json.dumps(doc, indent=1, sort_keys=True))
+        return 0
     print(
         f"Models for {args.in_channels}-channel input and {args.num_classes} classes "
         "(Table 1 transformer settings):"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.commands._common import add_db_option, db_url
+from harness.commands._common import add_db_option, add_list_option, db_url
 from harness.errors import HarnessError
 from harness.experiment.config import PROTOCOLS
 
@@ -17,10 +17,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write reports/<name>/index.html: Tables 3-9, statistics, claims, figures",
         description="Rebuild the paper's Tables 3-9 from the results database, with mean ± SD "
         "over seeds, the paper's values, paired tests against the baseline, the claims audit "
-        "and figures. index.html is always written; --format adds other formats next to it.",
+        "and figures. With no format option it writes the HTML report (index.html and its "
+        "figures); --format writes only the formats named, and --html adds the HTML to them.",
     )
     parser.add_argument(
-        "--html", action="store_true", help="write the HTML report (the default; always written)"
+        "--html",
+        action="store_true",
+        help="write the HTML report with its figures (the default when no --format is given)",
     )
     parser.add_argument(
         "--out",
@@ -31,12 +34,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--protocol", choices=PROTOCOLS, default=None, help="only this protocol (default: all)"
     )
-    parser.add_argument(
+    add_list_option(
+        parser,
         "--format",
-        action="append",
         default=[],
         metavar="FMT",
-        help=f"also write FMT ({', '.join(EXTRA_FORMATS)}); repeat or comma-separate",
+        help=f"write FMT ({', '.join(EXTRA_FORMATS)}; e.g. --format md,json); add --html for "
+        "the HTML too",
     )
     parser.add_argument(
         "--name", default=None, help="report directory name (default: from the grid names)"
@@ -51,20 +55,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def parse_formats(values: list[str]) -> tuple[str, ...]:
+def parse_formats(values: list[str], html: bool = False) -> tuple[str, ...]:
+    """The formats to write: those of --format, plus html with --html or when none is named."""
     formats = [f.strip().lower() for value in values for f in value.split(",") if f.strip()]
     unknown = [f for f in formats if f not in (*EXTRA_FORMATS, "html")]
     if unknown:
         raise HarnessError(
             f"unknown --format {', '.join(unknown)}; valid: {', '.join(EXTRA_FORMATS)}"
         )
-    return ("html", *dict.fromkeys(f for f in formats if f != "html"))
+    wanted = dict.fromkeys(formats)
+    if html or not wanted or "html" in wanted:
+        return ("html", *(f for f in wanted if f != "html"))
+    return tuple(wanted)
 
 
 def run(args: argparse.Namespace) -> int:
     from harness.report.render import build_report
 
-    formats = parse_formats(args.format)
+    formats = parse_formats(args.format, html=args.html)
     if args.out == "-":
         return _json_to_stdout(args, formats)
     index = build_report(
@@ -84,7 +92,7 @@ def _json_to_stdout(args: argparse.Namespace, formats: tuple[str, ...]) -> int:
     from harness.report.export import json_text
     from harness.report.render import collect
 
-    if set(formats) != {"html", "json"}:
+    if set(formats) - {"html"} != {"json"}:
         raise HarnessError("--out - writes the JSON report to stdout: pass --format json only")
     data = collect(db_url(args), args.protocol, args.name, None, args.claims)
     sys.stdout.write(json_text(data) + "\n")

@@ -1,11 +1,17 @@
-"""`harness status`: jobs by state, running jobs, an ETA, and failures with their exception."""
+"""`harness status`: jobs by state, running jobs with their epoch progress, an ETA, and
+failures with their exception; `--json` for scripts, `--watch` to follow (a live table on a
+terminal, plain lines when piped)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
@@ -14,6 +20,7 @@ from sqlalchemy.orm import Session
 from harness.commands._common import add_db_option, db_url
 from harness.errors import HarnessError
 from harness.store.schema import JOB_STATES, EpochRow, Job, WorkerRow
+from harness.workers.cohort import format_seconds
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,7 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "status", help="queued / running / done / failed jobs, running epochs, ETA, failures"
     )
     add_db_option(parser)
-    parser.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
+    parser.add_argument(
+        "--watch",
+        action="store_true",
+        help="refresh until Ctrl-C: a live table on a terminal, plain lines when piped",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON document (docs/JSON.md)")
     parser.add_argument(
         "--interval",
         type=float,
@@ -47,6 +59,17 @@ class RunningJob:
     max_epochs: int
     worker: str
     stale: bool  # lease expired: its worker has died or stalled
+    # From the job's epoch rows (None before its first epoch is recorded).
+    train_loss: float | None = None
+    val_acc: float | None = None
+    mean_epoch_seconds: float | None = None
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """The epochs left at this job's mean epoch time (early stopping may end it sooner)."""
+        if self.mean_epoch_seconds is None:
+            return None
+        return max(0, self.max_epochs - self.epoch) * self.mean_epoch_seconds
 
 
 @dataclass
@@ -132,6 +155,7 @@ def collect_status(engine: Engine, max_failures: int = 20) -> QueueStatus:
                 status.running.append(
                     RunningJob(job.id, _label(job), done, max_epochs, job.worker_id or "?", stale)
                 )
+        _add_epoch_progress(conn, status.running)
         failed = conn.execute(
             select(Job).where(Job.status == "failed").order_by(Job.id).limit(max_failures)
         ).scalars()
@@ -149,14 +173,40 @@ def collect_status(engine: Engine, max_failures: int = 20) -> QueueStatus:
     return status
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+def _add_epoch_progress(conn: Session, running: list[RunningJob]) -> None:
+    """Each running job's last epoch (train loss, val top-1) and mean epoch time."""
+    if not running:
+        return
+    by_id = {job.id: job for job in running}
+    rows = conn.execute(
+        select(EpochRow.job_id, EpochRow.epoch, EpochRow.train_loss, EpochRow.val_acc,
+               EpochRow.train_seconds + EpochRow.eval_seconds)
+        .where(EpochRow.job_id.in_(by_id))
+        .order_by(EpochRow.job_id, EpochRow.epoch)
+    )  # fmt: skip
+    seconds: dict[int, list[float]] = {}
+    for job_id, _epoch, loss, val_acc, spent in rows:
+        job = by_id[job_id]
+        job.train_loss, job.val_acc = loss, val_acc
+        seconds.setdefault(job_id, []).append(spent)
+    for job_id, spent in seconds.items():
+        by_id[job_id].mean_epoch_seconds = sum(spent) / len(spent)
 
 
-def format_status(status: QueueStatus) -> str:
+def status_document(status: QueueStatus) -> dict[str, Any]:
+    """`status --json` (docs/JSON.md): the same facts as the text, with numbers unrounded."""
+    doc = dataclasses.asdict(status)
+    doc["total"] = sum(status.counts.values())
+    doc["eta_seconds"] = status.eta_seconds
+    doc["parallel"] = status.parallel
+    for job, row in zip(status.running, doc["running"], strict=True):
+        row["eta_seconds"] = job.eta_seconds
+    return doc
+
+
+def format_status(status: QueueStatus, running: bool = True) -> str:
+    """The status as text; running=False leaves out the running jobs (the live table shows
+    them)."""
     total = sum(status.counts.values())
     shown = [s for s in JOB_STATES if s != "cancelled" or status.counts[s]]
     lines = [
@@ -174,17 +224,18 @@ def format_status(status: QueueStatus) -> str:
             lines.append(
                 f"  host {worker.host} pid {worker.pid} device {worker.device}: {worker.reason}"
             )
-    if status.running:
+    if status.running and running:
         lines.append("running:")
         for job in status.running:
             note = "  STALE: lease expired (harness retry --stale)" if job.stale else ""
             lines.append(
-                f"  #{job.id} {job.label} epoch {job.epoch}/{job.max_epochs} on {job.worker}{note}"
+                f"  #{job.id} {job.label} epoch {job.epoch}/{job.max_epochs}{_progress(job)} "
+                f"on {job.worker}{note}"
             )
     eta = status.eta_seconds
     if eta is not None:
         lines.append(
-            f"ETA: at most {_duration(eta)} ({status.remaining_epochs} epochs left x "
+            f"ETA: at most {format_seconds(eta)} ({status.remaining_epochs} epochs left x "
             f"{status.mean_epoch_seconds:.1f} s mean epoch over {status.epochs_measured} epochs, "
             f"{status.parallel} at a time; early stopping usually ends jobs sooner)"
         )
@@ -209,21 +260,51 @@ def format_status(status: QueueStatus) -> str:
     return "\n".join(lines)
 
 
+def _progress(job: RunningJob) -> str:
+    """' (val top-1 0.8123, train loss 0.4100, 2.1 s/epoch, ETA <= 12.6 s)', or ''."""
+    if job.val_acc is None or job.mean_epoch_seconds is None:
+        return ""
+    eta = job.eta_seconds or 0.0
+    return (
+        f" (val top-1 {job.val_acc:.4f}, train loss {job.train_loss:.4f}, "
+        f"{job.mean_epoch_seconds:.1f} s/epoch, ETA <= {format_seconds(eta)})"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from harness.store.engine import make_engine
 
     if args.interval <= 0:
         raise HarnessError(f"--interval must be positive (got {args.interval:g})")
+    if args.json and args.watch:
+        raise HarnessError("--json prints one document; drop --watch (or poll status --json)")
     engine = make_engine(db_url(args), must_exist=True)
+    if args.json:
+        doc = status_document(collect_status(engine, args.failures))
+        print(json.dumps(doc, indent=1, sort_keys=True, default=str))
+        return 0
     if not args.watch:
         print(format_status(collect_status(engine, args.failures)))
         return 0
     try:
-        while True:
-            text = format_status(collect_status(engine, args.failures))
-            stamp = datetime.now().strftime("%H:%M:%S")
-            # Clear the screen and home the cursor, then redraw (like `watch`).
-            print(f"\x1b[2J\x1b[H{stamp}  (Ctrl-C to stop)\n{text}", flush=True)
-            time.sleep(args.interval)
+        if sys.stdout.isatty():
+            from harness.commands.status_live import watch_live
+
+            def read() -> tuple[QueueStatus, str]:
+                status = collect_status(engine, args.failures)
+                return status, format_status(status, running=False)
+
+            watch_live(read, args.interval)
+        else:
+            _watch_plain(lambda: collect_status(engine, args.failures), args.interval)
     except KeyboardInterrupt:
         return 0
+    return 0
+
+
+def _watch_plain(read: Any, interval: float) -> None:
+    """Piped: one block of plain lines per refresh, no terminal codes, flushed each time."""
+    while True:
+        stamp = datetime.now().strftime("%H:%M:%S")
+        print(f"--- {stamp}\n{format_status(read())}", flush=True)
+        time.sleep(interval)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from harness.commands._common import add_data_option, add_db_option, data_root, db_url
+from harness.commands._common import (
+    add_data_option,
+    add_db_option,
+    add_list_option,
+    data_root,
+    db_url,
+)
 from harness.errors import HarnessError
 
 
@@ -22,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_data_option(parser)
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", help="one model")
-    which.add_argument("--models", nargs="+", metavar="MODEL", help="several models")
+    add_list_option(which, "--models", metavar="MODEL", help="several models (a,b or a b)")
     which.add_argument(
         "--grid",
         metavar="paper|demo|FILE.yaml",

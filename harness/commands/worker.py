@@ -8,7 +8,13 @@ import os
 import sys
 from pathlib import Path
 
-from harness.commands._common import add_data_option, add_db_option, data_root, db_url
+from harness.commands._common import (
+    add_data_option,
+    add_db_option,
+    add_list_option,
+    data_root,
+    db_url,
+)
 from harness.errors import HarnessError
 
 DEFAULT_CHECKPOINTS = "checkpoints"
@@ -28,10 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--gpu", type=int, metavar="N", help="run on CUDA device N")
     where.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
-    where.add_argument(
+    add_list_option(
+        where,
         "--gpus",
-        metavar="LIST",
-        help="comma-separated CUDA devices, e.g. 0,1,2,3: one worker process per GPU "
+        metavar="GPU",
+        help="CUDA devices, e.g. 0,1,2,3 or 0 1 2 3, e.g. 0,1,2,3: one worker process per GPU "
         "(--slots K per GPU)",
     )
     parser.add_argument(
@@ -241,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
             f"--exclusive runs one job per device alone; drop --slots {args.slots} "
             "(with --gpus, one exclusive worker per GPU)"
         )
-    gpus = parse_gpus(args.gpus) if args.gpus is not None else None
+    gpus = parse_gpus(",".join(args.gpus)) if args.gpus is not None else None
     device = resolve_device(args) if gpus is None else f"cuda:{gpus[0]}"
     engine = make_engine(db_url(args))  # fails here, with one line, if the DB is unreachable
     if gpus is not None:

@@ -9,12 +9,15 @@ Built-in grids:
   that the whole loop runs on a laptop CPU in minutes (``harness demo``).
 
 A grid file (YAML) has the keys ``name, models, datasets, seeds, protocol, overrides`` and the
-optional ``split_seed``; see docs/QUEUE.md.
+optional ``split_seed``, ``vary_split`` and ``sweep``: settings to vary, each over a list of
+values, expanded as a product (``sweep: {lr: [0.1, 0.01], weight_decay: [0, 5.0e-4]}`` gives
+four settings per cell and seed); see docs/QUEUE.md.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -49,7 +52,9 @@ GRID_FILE_KEYS = (
     "overrides",
     "split_seed",
     "vary_split",
+    "sweep",
 )
+MAX_SWEEP_SETTINGS = 1000  # a product past this is almost surely a typo in a list
 
 
 @dataclass(frozen=True)
@@ -64,18 +69,29 @@ class Grid:
     split_seed: int = PAPER_SEED
     # The split seed follows the run seed, so the spread over seeds includes split variance.
     vary_split: bool = False
+    # Settings varied as a product: key -> values (each combination is one setting).
+    sweep: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+
+    def settings(self) -> list[dict[str, Any]]:
+        """Every combination of the swept values ([{}] without a sweep)."""
+        keys = list(self.sweep)
+        return [dict(zip(keys, values, strict=True))
+                for values in itertools.product(*(self.sweep[k] for k in keys))]  # fmt: skip
 
     def jobs(
         self, cell_overrides: Mapping[tuple[str, str], dict[str, Any]] | None = None
     ) -> list[JobSpec]:
-        """One JobSpec per (cell, seed), configured by the protocol and the overrides;
-        `cell_overrides[(model, dataset)]` adds a cell's own settings (tuned hyper-parameters)."""
+        """One JobSpec per (setting, cell, seed), configured by the protocol, the overrides and
+        the swept setting; `cell_overrides[(model, dataset)]` adds a cell's own settings (tuned
+        hyper-parameters)."""
         specs = []
-        for (model, dataset), seed in itertools.product(self.cells, self.seeds):
-            own = (cell_overrides or {}).get((model, dataset), {})
-            config = resolve_config(self.protocol, dataset, model, {**self.overrides, **own})
-            split_seed = seed if self.vary_split else self.split_seed
-            specs.append(JobSpec(model, dataset, seed, split_seed, self.protocol, config))
+        for setting in self.settings():
+            for (model, dataset), seed in itertools.product(self.cells, self.seeds):
+                own = (cell_overrides or {}).get((model, dataset), {})
+                settings = {**self.overrides, **setting, **own}
+                config = resolve_config(self.protocol, dataset, model, settings)
+                split_seed = seed if self.vary_split else self.split_seed
+                specs.append(JobSpec(model, dataset, seed, split_seed, self.protocol, config))
         return specs
 
 
@@ -219,19 +235,73 @@ def load_grid_file(path: Path) -> Grid:
         raise HarnessError(f"{where}'vary_split' must be true or false, got {vary_split!r}")
     if vary_split and "split_seed" in data:
         raise HarnessError(f"{where}give either 'split_seed' or 'vary_split: true', not both")
-    grid = Grid(name.strip(), cells, seeds, protocol, dict(overrides), split_seed, vary_split)
+    sweep = parse_sweep(data.get("sweep") or {}, where)
+    clash = sorted(set(sweep) & set(overrides))
+    if clash:
+        raise HarnessError(
+            f"{where}{', '.join(clash)} is both in 'overrides' and in 'sweep'; keep it in one"
+        )
+    grid = Grid(
+        name.strip(), cells, seeds, protocol, dict(overrides), split_seed, vary_split, sweep
+    )
     _check_overrides(grid, where)
     return grid
+
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _number_text(value: Any) -> Any:
+    """YAML 1.1 reads 5e-4 (no dot) as a string; a sweep value written so is the number."""
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        return float(value)
+    return value
+
+
+def parse_sweep(sweep: Any, where: str = "") -> dict[str, tuple[Any, ...]]:
+    """A grid file's `sweep` (or --sweep's) mapping: key -> a non-empty list of distinct scalar
+    values; every mistake one HarnessError naming the fix."""
+    example = "{lr: [0.1, 0.01], weight_decay: [0, 5.0e-4]}"
+    if not isinstance(sweep, dict):
+        raise HarnessError(f"{where}'sweep' must be a mapping such as {example}, got {sweep!r}")
+    parsed: dict[str, tuple[Any, ...]] = {}
+    for key, values in sweep.items():
+        if not isinstance(key, str) or not key:
+            raise HarnessError(f"{where}sweep key {key!r} is not a setting name; e.g. {example}")
+        if key == "hparams":
+            raise HarnessError(f"{where}hparams cannot be swept; use --hparams paper|tuned")
+        if not isinstance(values, list) or not values:
+            raise HarnessError(
+                f"{where}sweep {key!r} must be a non-empty list of values, got {values!r}; "
+                f"e.g. {example}"
+            )
+        if any(isinstance(v, (list, dict)) for v in values):
+            raise HarnessError(f"{where}sweep {key!r} values must be numbers, words or true/false")
+        values = [_number_text(v) for v in values]
+        if len({repr(v) for v in values}) != len(values):
+            raise HarnessError(f"{where}sweep {key!r} repeats a value: {values!r}; list each once")
+        parsed[key] = tuple(values)
+    count = 1
+    for values in parsed.values():
+        count *= len(values)
+    if count > MAX_SWEEP_SETTINGS:
+        raise HarnessError(
+            f"{where}the sweep makes {count} settings (> {MAX_SWEEP_SETTINGS}); shorten its lists"
+        )
+    return parsed
 
 
 def _check_overrides(grid: Grid, where: str = "") -> None:
     """Resolve every cell so a bad override fails before anything is queued (a data option
     or a model setting may apply to some cells and not to others)."""
-    for model, dataset in grid.cells:
-        try:
-            resolve_config(grid.protocol, dataset, model, grid.overrides)
-        except HarnessError as exc:
-            raise HarnessError(f"{where}{exc}") from None
+    for setting in grid.settings():
+        shown = ", ".join(f"{k}={v}" for k, v in setting.items())
+        for model, dataset in grid.cells:
+            try:
+                resolve_config(grid.protocol, dataset, model, {**grid.overrides, **setting})
+            except HarnessError as exc:
+                at = f"(sweep setting {shown}) " if setting else ""
+                raise HarnessError(f"{where}{at}{exc}") from None
     for seed in (*grid.seeds, grid.split_seed):
         check_seed(seed, where)
 
@@ -258,6 +328,7 @@ def resolve_grid(
     overrides: dict[str, Any] | None = None,
     split_seed: int | None = None,
     vary_split: bool = False,
+    sweep: dict[str, tuple[Any, ...]] | None = None,
 ) -> Grid:
     """The grid named `grid` (paper, demo or a YAML file) with the command line's changes."""
     if grid == "paper":
@@ -273,6 +344,9 @@ def resolve_grid(
                 "give --grid paper, --grid demo or the path of a YAML grid file"
             )
         base = load_grid_file(path)
+    both = sorted(set(sweep or {}) & set(overrides or {}))
+    if both:
+        raise HarnessError(f"{', '.join(both)} is given to both --set and --sweep; keep one")
     if seeds is not None and seed_list is not None:
         raise HarnessError("give either --seeds N or --seed-list A,B,C, not both")
     changes: dict[str, Any] = {}
@@ -293,6 +367,17 @@ def resolve_grid(
         changes["vary_split"] = True
     if overrides:
         changes["overrides"] = {**base.overrides, **overrides}
+    if sweep:
+        changes["sweep"] = {**base.sweep, **sweep}
+    # A key set by --set replaces the grid's sweep over it (and a --sweep its fixed value).
+    merged_sweep = changes.get("sweep", base.sweep)
+    merged_overrides = changes.get("overrides", base.overrides)
+    if sweep:
+        merged_overrides = {k: v for k, v in merged_overrides.items() if k not in sweep}
+    if overrides:
+        merged_sweep = {k: v for k, v in merged_sweep.items() if k not in overrides}
+    if merged_sweep != base.sweep or merged_overrides != base.overrides:
+        changes["sweep"], changes["overrides"] = merged_sweep, merged_overrides
     cells = base.cells
     if models:
         _check_names("model", models, model_names(), "--models: ")

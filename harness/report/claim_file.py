@@ -18,6 +18,7 @@ import yaml
 
 from harness.errors import HarnessError
 from harness.report import verdicts
+from harness.report.arms import Arm, setting_text, split_arms
 from harness.report.claim_parts import SPECIAL_CANDIDATES
 from harness.report.load import (
     DERIVED_COLUMNS,
@@ -32,7 +33,7 @@ KINDS = ("point", "range", "directional", "count", "every")
 UNITS = ("pp", "rel", "abs")
 FIELDS = ("id", "text", "kind", "metric", "dataset", "datasets", "pairs", "baseline",
           "candidate", "model", "value", "low", "high", "unit", "direction", "at_least",
-          "source")  # fmt: skip
+          "source", "setting")  # fmt: skip
 PAIR_FIELDS = ("dataset", "baseline", "candidate", "value", "low", "high")
 # Metrics stored as fractions (0-1), where "pp" (percentage points) is meaningful: accuracies,
 # F1/precision/recall, ECE (a mean |accuracy - confidence|), the train-validation gaps (a
@@ -263,6 +264,19 @@ def check_rules(claim: dict[str, Any], label: str) -> list[str]:
     return errors
 
 
+def _check_setting(setting: Any, label: str, arms: list[Arm]) -> list[str]:
+    """A claim's `setting` (which swept setting it is about) must name one the runs have."""
+    if not isinstance(setting, dict) or not setting:
+        return [f"{label}: 'setting' must be a mapping of swept keys to values, such as "
+                f"{{lr: 0.01}} (got {setting!r})"]  # fmt: skip
+    if any(arm.matches(setting) for arm in arms):
+        return []
+    known = sorted({", ".join(f"{k}={v}" for k, v in arm.setting) for arm in arms if arm.setting})
+    shown = ", ".join(f"{k}={setting_text(v)}" for k, v in setting.items())
+    listed = "; ".join(known) if known else "none: no key varies between the runs"
+    return [f"{label}: no runs have the setting {shown}; the settings with runs: {listed}"]
+
+
 def load_claims_file(path: str | Path, results: pd.DataFrame) -> tuple[list[dict[str, Any]], str]:
     """The file's claims, checked against the models and datasets with results, and a line
     naming the file and its digest (shown in the report)."""
@@ -285,6 +299,7 @@ def load_claims_file(path: str | Path, results: pd.DataFrame) -> tuple[list[dict
                            "one claim (see docs/CLAIMS.md)")  # fmt: skip
     models = set(results["model"]) if len(results) else set()
     datasets = set(results["dataset"]) if len(results) else set()
+    arms: list[Arm] | None = None  # the settings with runs, read once if a claim names one
     errors, seen = [], set()
     for index, claim in enumerate(data["claims"]):
         ident = claim.get("id") if isinstance(claim, dict) else None
@@ -300,6 +315,11 @@ def load_claims_file(path: str | Path, results: pd.DataFrame) -> tuple[list[dict
         if isinstance(ident, str):
             seen.add(ident)
         errors += _check_claim(claim, label, models, datasets)
+        if isinstance(claim, dict) and "setting" in claim:
+            if arms is None:
+                has_arms = len(results) and {"protocol", "quirks"} <= set(results.columns)
+                arms = list(split_arms(results)) if has_arms else []
+            errors += _check_setting(claim["setting"], label, arms)
     if errors:
         raise HarnessError(f"{len(errors)} mistake(s) in claims file {path}:\n" + "\n".join(errors))
     claims = [{"text": c["id"], "source": path.name, **c} for c in data["claims"]]

@@ -35,6 +35,7 @@ JOB_COLUMNS = (
     # From the job's config: the hyper-parameter source ("paper" for rows older than the
     # field) and the values the tuned-vs-paper section shows (dropout None: model default).
     "hparams", "lr", "weight_decay", "dropout",
+    "config",  # the full TrainConfig as stored: harness.report.arms reads the setting from it
 )  # fmt: skip
 # Table 7's three threshold ranges: column name -> (low, high).
 GHS_RANGES: dict[str, tuple[float, float]] = {
@@ -66,7 +67,7 @@ GRADIENT_ROW_COLUMNS = (
 )  # fmt: skip
 JOBS_COLUMNS = (
     "job_id", "key", "grid", "model", "dataset", "seed", "split_seed", "protocol", "hparams",
-    "quirks", "status",
+    "quirks", "config", "status",
     "attempts", "max_attempts", "worker_id", "device", "harness_version", "epoch",
     "created_at", "started_at", "finished_at", "error", "error_line", "has_result",
 )  # fmt: skip
@@ -130,6 +131,7 @@ def results_from_rows(
     for row in rows:
         rec = {name: row.get(name) for name in (*JOB_COLUMNS, *RESULT_COLUMNS)}
         rec["quirks"] = dict(row.get("quirks") or {})
+        rec["config"] = dict(row.get("config") or {})
         rec["hparams"] = rec["hparams"] or "paper"
         rec["provenance"] = dict(row.get("provenance") or {})
         rec["extra"] = dict(row.get("extra") or {})
@@ -175,6 +177,7 @@ def _job_fields(job: Job) -> dict[str, Any]:
         "lr": (job.config or {}).get("lr"),
         "weight_decay": (job.config or {}).get("weight_decay"),
         "dropout": ((job.config or {}).get("model") or {}).get("dropout"),
+        "config": dict(job.config or {}),
     }
 
 

@@ -156,6 +156,8 @@ def _section(
             "Tuned hyper-parameters: lr, weight decay and dropout are each cell's best tuning "
             "trial, not Table 1's; compare with the paper-hyper-parameter section."
         )
+    if claims is not None:  # a claim naming a setting is judged only in that setting's section
+        claims = [c for c in claims if arm.matches(c.get("setting") or {})]
     report.claims, report.claims_error = _claims(subset, arm.protocol, claims)
     report.variance, report.variance_note = variance_table(subset)
     if figure_dir is not None:
@@ -178,9 +180,12 @@ def build_report(
     name: str | None = None,
     claims_file: str | Path | None = None,
 ) -> Path:
-    """Write <out_dir>/<name>/index.html (+ report.md, report.tex, tables.csv, report.json as
-    asked) and return the path of index.html. HTML is always written: it is the report."""
+    """Write <out_dir>/<name>/ with the formats asked for: index.html and its figures (html),
+    report.md, report.tex, tables.csv, report.json. Returns the path of index.html, or of the
+    first other file when the HTML is not asked for."""
     unknown = sorted(set(formats) - set(FORMATS))
+    if not formats:
+        raise HarnessError(f"no report format asked for; give one or more of {', '.join(FORMATS)}")
     if unknown:
         raise HarnessError(
             f"unknown report format(s) {', '.join(unknown)}; valid: {', '.join(FORMATS)}"
@@ -196,20 +201,25 @@ def build_report(
             "directory you can write to"
         ) from None
     try:
-        data = collect(db, protocol, name, staging, claims_file)
-        html.write_html(data, staging / "index.html")
+        with_html = "html" in formats
+        # Figures are drawn only for the HTML that shows them.
+        data = collect(db, protocol, name, staging if with_html else None, claims_file)
+        written = []
+        if with_html:
+            html.write_html(data, staging / "index.html")
+            written.append(staging / "index.html")
         writers = {"md": export.write_markdown, "latex": export.write_latex,
                    "csv": export.write_csv, "json": export.write_json}  # fmt: skip
         for fmt in dict.fromkeys(formats):
             if fmt in writers:
-                writers[fmt](data, staging)
+                written.append(writers[fmt](data, staging))
         final = out_root / data.name
         _swap_into_place(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         _remove_empty(created)  # a failed report leaves no empty --out directory behind
         raise
-    return final / "index.html"
+    return final / Path(written[0]).name
 
 
 def _make_out_dir(out_root: Path) -> list[Path]:

@@ -14,7 +14,7 @@ import importlib
 import logging
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -78,6 +78,27 @@ def one_job_trainer(run_job: Callable[..., Any]) -> Callable[..., list[Any]]:
     return run_jobs
 
 
+def epoch_line(label: str, record: Any, max_epochs: int, seconds: list[float]) -> str:
+    """The worker's line per finished epoch: job, epoch/max, train loss, val top-1, seconds and
+    the job's ETA (the epochs left at its mean epoch time; early stopping may end it sooner)."""
+    left = max(0, max_epochs - record.epoch)
+    eta = f"ETA <= {format_seconds(left * sum(seconds) / len(seconds))}" if left else "last epoch"
+    return (
+        f"{label} epoch {record.epoch}/{max_epochs}: train loss {record.train_loss:.4f}, "
+        f"val top-1 {record.val_acc:.4f}, {seconds[-1]:.1f} s, {eta}"
+    )
+
+
+def format_seconds(seconds: float) -> str:
+    """42.0 s, 3m05s, 2h07m."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = int(round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
 def job_label(job: ClaimedJob) -> str:
     """How the logs and progress bars name a job."""
     return f"job {job.id} {job.model}/{job.dataset}/seed {job.seed}"
@@ -92,6 +113,8 @@ class Member:
     beat: Heartbeat
     bar: Any
     result: str | None = None
+    # Seconds of the epochs this run has trained (a resumed job counts from its checkpoint).
+    epoch_seconds: list[float] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -193,6 +216,10 @@ class Cohort:
         )
         if not written:
             member.beat.lost.set()
+        else:
+            member.epoch_seconds.append(record.train_seconds + record.eval_seconds)
+            log.info(epoch_line(member.label, record, member.job.spec().config.max_epochs,
+                                member.epoch_seconds))  # fmt: skip
         if member.bar is not None:
             member.bar.n = record.epoch
             member.bar.set_postfix(val_acc=f"{record.val_acc:.3f}", refresh=True)

@@ -269,3 +269,40 @@ def test_any_two_models_can_be_compared(tmp_path):
     assert main(args) == 0
     page = (out / "a" / "index.html").read_text(encoding="utf-8")
     assert "U1" in page and "could not be evaluated" not in page
+
+
+def test_a_claim_can_name_the_swept_setting_it_is_about(tmp_path, capsys):
+    """Two settings of a sweep (lr 0.1: +4 pp; lr 0.01: no difference) get a section each; a
+    claim naming a setting is judged in its section only, one naming none in every section."""
+    url = f"sqlite:///{tmp_path / 'sweep.db'}"
+    engine = make_engine(url)
+    fill_synthetic(engine, grid_runs({("cifar100", "resnet50"): 0.70, ("cifar100", "vit_small"): 0.74},
+                                     seeds=range(8), sd=0.004, overrides={"lr": 0.1}))  # fmt: skip
+    fill_synthetic(engine, grid_runs({("cifar100", "resnet50"): 0.70, ("cifar100", "vit_small"): 0.70},
+                                     seeds=range(8), sd=0.004, overrides={"lr": 0.01}))  # fmt: skip
+    at_01 = {**GOOD, "id": "AT01", "dataset": "cifar100", "baseline": "resnet50",
+             "value": 4.0, "setting": {"lr": 0.1}}  # fmt: skip
+    anywhere = {**at_01, "id": "ANY"}
+    anywhere.pop("setting")
+    path = _write(tmp_path, [at_01, anywhere])
+    assert main(["report", "--db", url, "--out", "-", "--format", "json", "--claims",
+                 str(path)]) == 0  # fmt: skip
+    claims = json.loads(capsys.readouterr().out)["claims_audit"]["claims"]
+    judged = sorted((c["id"], c["arm"], c["verdict"]) for c in claims)
+    assert judged == [("ANY", "paper, lr=0.01", "CONTRADICTED"),
+                      ("ANY", "paper, lr=0.1", "SUPPORTED"),
+                      ("AT01", "paper, lr=0.1", "SUPPORTED")], judged  # fmt: skip
+    assert all(c["parts"][0]["n"] == 8 for c in claims)  # never the 16 runs pooled
+    wrong = _write(tmp_path, [{**at_01, "setting": {"lr": 0.5}}])
+    with pytest.raises(HarnessError) as err:
+        load_claims_file(wrong, load_results_of(url))
+    assert "claim AT01: no runs have the setting lr=0.5; the settings with runs: lr=0.01; " \
+           "lr=0.1" in str(err.value)  # fmt: skip
+    with pytest.raises(HarnessError, match="'setting' must be a mapping"):
+        load_claims_file(_write(tmp_path, [{**at_01, "setting": "lr=0.1"}]), load_results_of(url))
+
+
+def load_results_of(url: str) -> pd.DataFrame:
+    from harness.report.load import load_results
+
+    return load_results(make_engine(url))

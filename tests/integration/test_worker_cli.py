@@ -101,7 +101,7 @@ def test_eta_counts_the_epochs_a_requeued_job_has_checkpointed(capsys, sqlite_ur
     assert queue.release(engine, job.lease)  # a clean stop: back to the queue, checkpoint kept
     code, out, _ = _run(capsys, "status", "--db", sqlite_url)
     assert code == 0 and "2 queued, 0 running" in out
-    assert "ETA: at most 0m32s (8 epochs left x 4.0 s" in out  # 3 + 5, not 5 + 5
+    assert "ETA: at most 32.0 s (8 epochs left x 4.0 s" in out  # 3 + 5, not 5 + 5
     assert "1 queued job(s) resume from their checkpoints: 2 epochs already done" in out
     assert "ETA: unknown" not in out
 
