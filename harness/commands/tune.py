@@ -68,7 +68,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="W",
         help="earliest epoch a trial may be pruned at (default: a quarter of the epochs)",
     )
-    parser.add_argument("--progress", action="store_true", help="progress bars and Optuna's log")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="progress bars and Optuna's log (default off; --no-progress as in worker and demo)",
+    )
     parser.set_defaults(func=run)
 
 

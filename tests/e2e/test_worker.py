@@ -153,6 +153,12 @@ def test_three_worker_loops_run_eight_jobs_exactly_once(sqlite_url, tmp_path, ca
 
     claims = _claims(tmp_path)
     assert len(claims) == 9, logs  # 8 jobs + the broken one, each claimed once
+    # One progress line per finished epoch: job, epoch/max, train loss, val top-1, seconds, ETA.
+    epoch_lines = re.findall(
+        r"job (\d+) resnet18/digits/seed \d+ epoch 1/1: train loss \d+\.\d{4}, "
+        r"val top-1 [01]\.\d{4}, \d+\.\d s, last epoch", "".join(logs.values())
+    )
+    assert sorted(map(int, epoch_lines)) == list(range(1, 9)), logs
     assert max(Counter(job_id for job_id, _ in claims).values()) == 1
     assert {attempt for _, attempt in claims} == {1}
     with Session(engine) as session:
