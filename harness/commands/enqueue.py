@@ -158,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
         f"({', '.join(map(str, grid.seeds))}) = {len(specs)} jobs, protocol {grid.protocol}"
         + (", split seed = run seed" if grid.vary_split else f", split seed {grid.split_seed}")
     )
+    departed = _departure_line(grid.protocol, specs)
     if args.json and args.dry_run:
         print(json.dumps(_plan_document(grid, specs, cell_overrides), indent=1, sort_keys=True,
                          default=str))  # fmt: skip
@@ -174,6 +175,8 @@ def run(args: argparse.Namespace) -> int:
         for (model, dataset), best in (cell_overrides or {}).items():
             shown = ", ".join(f"{k}={v:.3g}" for k, v in best.items() if k != "hparams")
             print(f"  tuned {model}/{dataset}: {shown}")
+        if departed:
+            print(departed)
         print("dry run: nothing queued")
         return 0
     engine = make_engine(db_url(args))
@@ -193,7 +196,24 @@ def run(args: argparse.Namespace) -> int:
         else ""
     )
     print(f"{result.new} new, {result.existing} already queued/done{moved}")
+    if departed:
+        print(departed)
     return 0
+
+
+def _departure_line(protocol: str, specs: list[Any]) -> str:
+    """One line when the jobs change the protocol: the report will not test the paper with
+    them (docs/PROTOCOL.md, "Departures")."""
+    from harness.experiment.departures import departures, summary
+    from harness.report.protocol_gate import not_the
+
+    found = [d for s in specs for d in departures(s.protocol, s.dataset, s.model, s.config)]
+    if not found:
+        return ""
+    return (
+        f"note: {not_the(protocol)}: these jobs change {summary(found, protocol)}; the report "
+        "labels their comparisons with the paper and gives no verdict on its claims from them"
+    )
 
 
 def _plan_document(
@@ -203,6 +223,8 @@ def _plan_document(
     with_jobs: bool = True,
 ) -> dict[str, Any]:
     """`enqueue --dry-run --json` (docs/JSON.md): the grid as resolved and every job it makes."""
+    from harness.experiment.departures import as_json, departures
+
     doc: dict[str, Any] = {
         "grid": grid.name,
         "protocol": grid.protocol,
@@ -221,7 +243,9 @@ def _plan_document(
         doc["jobs"] = [
             {"key": spec.key(), "model": spec.model, "dataset": spec.dataset, "seed": spec.seed,
              "split_seed": spec.split_seed, "protocol": spec.protocol,
-             "config": spec.config.to_dict()}
+             "config": spec.config.to_dict(),
+             "departures": as_json(departures(spec.protocol, spec.dataset, spec.model,
+                                              spec.config))}
             for spec in specs
         ]  # fmt: skip
     return doc

@@ -51,6 +51,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="FILE.yaml",
         help="audit these claims instead of the paper's (schema: docs/CLAIMS.md)",
     )
+    add_list_option(
+        parser,
+        "--pool",
+        default=[],
+        metavar="KEY",
+        help="pool runs that differ only in these settings into one cell (e.g. --pool "
+        "pipeline,deterministic); by default every setting gets its own section",
+    )
     add_db_option(parser)
     parser.set_defaults(func=run)
 
@@ -69,6 +77,21 @@ def parse_formats(values: list[str], html: bool = False) -> tuple[str, ...]:
     return tuple(wanted)
 
 
+def _pool(keys: list[str]) -> tuple[str, ...]:
+    """--pool keys, checked against the setting names (a typo would pool nothing)."""
+    from harness.experiment.config import valid_override_keys
+
+    valid = valid_override_keys()
+    for key in keys:
+        known = key in valid or key.startswith("data.") and len(key) > 5
+        if not known or key.startswith("quirk.") or key in ("hparams", "data.<option>"):
+            raise HarnessError(
+                f"--pool {key!r} is not a setting that can be pooled; settings: "
+                + ", ".join(k for k in valid if not k.startswith("quirk.") and k != "hparams")
+            )
+    return tuple(dict.fromkeys(keys))
+
+
 def run(args: argparse.Namespace) -> int:
     from harness.report.render import build_report
 
@@ -77,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         return _json_to_stdout(args, formats)
     index = build_report(
         db_url(args), out_dir=args.out, protocol=args.protocol, formats=formats, name=args.name,
-        claims_file=args.claims,
+        claims_file=args.claims, pool=_pool(args.pool),
     )
     written = ", ".join(sorted(p.name for p in index.parent.iterdir() if p.suffix != ".png"))
     figures = sum(1 for p in index.parent.iterdir() if p.suffix == ".png")
@@ -94,6 +117,6 @@ def _json_to_stdout(args: argparse.Namespace, formats: tuple[str, ...]) -> int:
 
     if set(formats) - {"html"} != {"json"}:
         raise HarnessError("--out - writes the JSON report to stdout: pass --format json only")
-    data = collect(db_url(args), args.protocol, args.name, None, args.claims)
+    data = collect(db_url(args), args.protocol, args.name, None, args.claims, _pool(args.pool))
     sys.stdout.write(json_text(data) + "\n")
     return 0

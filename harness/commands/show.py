@@ -42,6 +42,7 @@ def collect(engine: Any, job_id: int, checkpoints: Path) -> dict[str, Any]:
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
+    from harness.report.load import job_departures
     from harness.store.schema import EpochRow, Job, JobEvent, Result
 
     with Session(engine) as session:
@@ -66,6 +67,7 @@ def collect(engine: Any, job_id: int, checkpoints: Path) -> dict[str, Any]:
             "started_at": _time(job.started_at),
             "finished_at": _time(job.finished_at),
             "config": job.config,
+            "departures": job_departures(job),
             "history": [
                 {"at": _time(e.at), "state": e.state, "attempt": e.attempt,
                  "worker": e.worker_id, "note": e.note}
@@ -97,6 +99,17 @@ def _result(result: Any) -> dict[str, Any]:
     }
 
 
+def _departure_text(doc: dict[str, Any]) -> str:
+    from harness.experiment.departures import Departure, summary
+
+    if doc["departures"] is None:
+        return "departures from the protocol: not recorded (an imported run)"
+    if not doc["departures"]:
+        return f"departures from the protocol: none (a run of {doc['protocol']} as written)"
+    items = [Departure.from_json(d) for d in doc["departures"]]
+    return f"departures from the protocol: {summary(items, doc['protocol'])}"
+
+
 def _time(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat(sep=" ", timespec="seconds")
 
@@ -114,6 +127,7 @@ def render(doc: dict[str, Any]) -> list[str]:
         f"finished {doc['finished_at'] or '-'}",
         "config:",
         *(f"  {key} = {json.dumps(value)}" for key, value in sorted(doc["config"].items())),
+        _departure_text(doc),
         "history:",
     ]
     if not doc["history"]:

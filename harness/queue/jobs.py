@@ -28,6 +28,7 @@ from sqlalchemy.engine import Engine
 from harness import __version__, faults
 from harness.errors import HarnessError, error_line
 from harness.experiment.config import JobSpec, TrainConfig
+from harness.experiment.departures import as_json, departures
 from harness.queue.events import record_events
 from harness.store.clock import db_now
 from harness.store.schema import Job, QueueFlag, WorkerRow
@@ -72,6 +73,9 @@ def enqueue(
                 "split_seed": spec.split_seed,
                 "protocol": spec.protocol,
                 "config": spec.config.to_dict(),
+                "departures": as_json(
+                    departures(spec.protocol, spec.dataset, spec.model, spec.config)
+                ),
                 "harness_version": __version__,
                 "status": "queued",
                 "attempts": 0,

@@ -184,9 +184,9 @@ def _departs(row: Mapping[str, Any], values: Mapping[str, str], key: str) -> str
     return "=" if values.get(key) == default else values.get(key, "=")
 
 
-def arm_settings(frame: pd.DataFrame) -> list[list[Arm]]:
+def arm_settings(frame: pd.DataFrame, pool: tuple[str, ...] = ()) -> list[list[Arm]]:
     """Every row's arms: one, or for a run that a swept key does not apply to, one per setting
-    of the other runs that it agrees with."""
+    of the other runs that it agrees with. Keys in `pool` (`report --pool`) never split."""
     base = _base_arms(frame)
     records = frame.to_dict("records")
     values = [_values(rec) for rec in records]
@@ -194,7 +194,7 @@ def arm_settings(frame: pd.DataFrame) -> list[list[Arm]]:
     for arm in dict.fromkeys(base):
         rows = [i for i, b in enumerate(base) if b == arm and values[i] is not None]
         keys = sorted({k for i in rows for k in values[i]})  # type: ignore[union-attr]
-        skip = TUNED_KEYS if arm.hparams == "tuned" else ()
+        skip = (*pool, *(TUNED_KEYS if arm.hparams == "tuned" else ()))
         swept[arm] = [
             key for key in keys if key not in skip and len({
                 _departs(records[i], values[i], key)  # type: ignore[arg-type]
@@ -255,11 +255,11 @@ def arm_order(arm: Arm) -> tuple[Any, ...]:
     return (len(arm.variant) > 0, source, proto, arm.variant, arm.setting)
 
 
-def split_arms(results: pd.DataFrame) -> dict[Arm, pd.DataFrame]:
-    """Results grouped by arm, in arm_order."""
+def split_arms(results: pd.DataFrame, pool: tuple[str, ...] = ()) -> dict[Arm, pd.DataFrame]:
+    """Results grouped by arm, in arm_order (runs differing only in `pool` keys together)."""
     if results.empty:
         return {}
-    per_row = arm_settings(results) if "config" in results.columns else [
+    per_row = arm_settings(results, pool) if "config" in results.columns else [
         [arm] for arm in _base_arms(results)
     ]
     groups: dict[Arm, list[int]] = {}

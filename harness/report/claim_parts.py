@@ -77,6 +77,8 @@ class Context:
     ) -> None:
         self.df = df
         self.alpha = alpha
+        # What these runs changed from their protocol (harness.report.protocol_gate), if any.
+        self.departures: Any = None
         self._named = named_candidates(claims or [])
         self._families: dict[tuple[str, str, str], pd.DataFrame] = {}
         self._cells: dict[tuple[str, str, str], dict[tuple[str, str], tuple]] = {}

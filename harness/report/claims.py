@@ -30,6 +30,7 @@ from harness.report.claim_parts import (
     params_parts,
     value_text,
 )
+from harness.report.protocol_gate import Departures, baseline_word, gate
 from harness.report.stats import t_interval
 from harness.report.verdicts import (
     ALPHA,
@@ -83,14 +84,35 @@ def evaluate_claims(
     *,
     alpha: float = ALPHA,
     claims: list[dict[str, Any]] | None = None,
+    departures: Departures | None = None,
 ) -> list[ClaimVerdict]:
-    """A verdict for every claim (claims.yaml unless `claims` is given) from one protocol's runs."""
+    """A verdict for every claim (claims.yaml unless `claims` is given) from one protocol's runs.
+
+    With `departures` (what these runs changed from their protocol), the baseline checks say
+    so instead of "(not) reproduced"; the paper's claims become UNTESTABLE with the reason
+    (harness.report.protocol_gate), a user's claims keep their verdicts and carry the label."""
     frame = results
     if "protocol" in frame.columns:
         frame = frame[frame["protocol"] == protocol]
+    paper = claims is None
     claims = claims if claims is not None else paper_claims()
     ctx = Context(frame.reset_index(drop=True), alpha, claims)
-    return [_evaluate(ctx, claim) for claim in claims]
+    ctx.departures = departures if departures is not None and departures.departs else None
+    verdicts = [_evaluate(ctx, claim) for claim in claims]
+    if ctx.departures is None:
+        return verdicts
+    return [_off_protocol(v, c, ctx.departures, paper) for v, c in zip(verdicts, claims, strict=True)]
+
+
+def _off_protocol(
+    verdict: ClaimVerdict, claim: dict[str, Any], departures: Departures, paper: bool
+) -> ClaimVerdict:
+    if claim["metric"] == "params" and not departures.changes_architecture:
+        return verdict  # training settings do not change a model's parameter count
+    if not paper:
+        verdict.notes.append(f"{departures.title}: these runs changed {departures.detail}.")
+        return verdict
+    return gate(verdict, departures, level="model" in claim)
 
 
 def _devices(ctx: Context, metric: str) -> str:
@@ -275,5 +297,8 @@ def _baseline_item(
         # Within the smallest effect of interest; 10% for quantities without one (seconds).
         tolerance = SESOI_DIFF.get(metric, 0.10 * abs(paper[1]))
         same = inside or abs(gap) <= tolerance
-    word = "reproduced" if same else f"not reproduced ({fmt_value(gap, metric, 'diff')})"
+    departed = ctx.departures
+    if metric == "params" and departed is not None and not departed.changes_architecture:
+        departed = None  # a parameter count is the paper's whatever the training settings
+    word = baseline_word(departed, same, fmt_value(gap, metric, "diff"))
     return f"{dataset} {paper_text} vs {ours}: {word}"

@@ -33,6 +33,8 @@ class ProtocolReport:
     arm: Arm | None = None  # None: the protocol's base arm
     variance: list[dict[str, Any]] = field(default_factory=list)
     variance_note: str = ""
+    # What these runs changed from their protocol (harness.report.protocol_gate.Departures).
+    departures: Any = None
 
     def __post_init__(self) -> None:
         if self.arm is None:

@@ -262,7 +262,12 @@ def report_json(data: ReportData) -> dict[str, Any]:
                 "protocol": report.protocol,
                 "label": report.label,
                 "hparams": report.arm.hparams if report.arm else "paper",
+                "setting": dict(report.arm.setting) if report.arm else {},
             },
+            # What the runs changed from their protocol: [{key, protocol, run}], and in words.
+            "departures": [d.to_json() for d in report.departures.items]
+            if report.departures is not None else [],
+            "departures_text": report.departures.detail if report.departures is not None else "",
             "variance": report.variance,
             "variance_note": report.variance_note,
             "notes": report.notes,

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from harness.errors import error_line
+from harness.experiment.departures import as_json, departures
 from harness.store.schema import EpochRow, GradientLayer, Job, Result
 from harness.training.gradients import vanishing_count
 
@@ -36,6 +37,9 @@ JOB_COLUMNS = (
     # field) and the values the tuned-vs-paper section shows (dropout None: model default).
     "hparams", "lr", "weight_decay", "dropout",
     "config",  # the full TrainConfig as stored: harness.report.arms reads the setting from it
+    # [{key, protocol, run}]: how the config differs from its protocol; None: not recorded
+    # (an imported run). harness.experiment.departures.
+    "departures",
 )  # fmt: skip
 # Table 7's three threshold ranges: column name -> (low, high).
 GHS_RANGES: dict[str, tuple[float, float]] = {
@@ -67,7 +71,7 @@ GRADIENT_ROW_COLUMNS = (
 )  # fmt: skip
 JOBS_COLUMNS = (
     "job_id", "key", "grid", "model", "dataset", "seed", "split_seed", "protocol", "hparams",
-    "quirks", "config", "status",
+    "quirks", "config", "departures", "status",
     "attempts", "max_attempts", "worker_id", "device", "harness_version", "epoch",
     "created_at", "started_at", "finished_at", "error", "error_line", "has_result",
 )  # fmt: skip
@@ -132,6 +136,7 @@ def results_from_rows(
         rec = {name: row.get(name) for name in (*JOB_COLUMNS, *RESULT_COLUMNS)}
         rec["quirks"] = dict(row.get("quirks") or {})
         rec["config"] = dict(row.get("config") or {})
+        rec["departures"] = row.get("departures")
         rec["hparams"] = rec["hparams"] or "paper"
         rec["provenance"] = dict(row.get("provenance") or {})
         rec["extra"] = dict(row.get("extra") or {})
@@ -178,7 +183,19 @@ def _job_fields(job: Job) -> dict[str, Any]:
         "weight_decay": (job.config or {}).get("weight_decay"),
         "dropout": ((job.config or {}).get("model") or {}).get("dropout"),
         "config": dict(job.config or {}),
+        "departures": job_departures(job),
     }
+
+
+def job_departures(job: Job) -> list[dict[str, Any]] | None:
+    """What the job recorded at enqueue; for jobs queued before revision 0005, computed from
+    their stored config now; None for imported runs (their configuration is not known)."""
+    if job.departures is not None:
+        return list(job.departures)
+    config = job.config or {}
+    if config.get("imported") or "max_epochs" not in config:
+        return None
+    return as_json(departures(job.protocol, job.dataset, job.model, config))
 
 
 def load_results(engine: Engine, protocol: str | None = None) -> pd.DataFrame:

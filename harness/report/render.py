@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy.engine import Engine
 
+from harness.datasets import PAPER_DATASETS
 from harness.errors import HarnessError
 from harness.experiment.config import PROTOCOLS
 from harness.report import export, html, load
@@ -27,6 +28,7 @@ from harness.report.claims import VERDICT_RULE, evaluate_claims
 from harness.report.data import ProtocolReport, ReportData
 from harness.report.figures import all_figures
 from harness.report.forest import forest_plot
+from harness.report.protocol_gate import Departures, section_departures, table_note
 from harness.report.tables import build_tables, dedupe
 from harness.report.variance import variance_table
 from harness.store.connection import mask_url
@@ -60,10 +62,13 @@ def _check_name(name: str) -> str:
 
 
 def _claims(
-    results: pd.DataFrame, protocol: str, claims: list[dict[str, Any]] | None = None
+    results: pd.DataFrame,
+    protocol: str,
+    claims: list[dict[str, Any]] | None = None,
+    departures: Departures | None = None,
 ) -> tuple[list[Any], str]:
     try:
-        return list(evaluate_claims(results, protocol, claims=claims)), ""
+        return list(evaluate_claims(results, protocol, claims=claims, departures=departures)), ""
     except (HarnessError, ValueError) as exc:  # the tables still stand without the claims
         return [], f"claims could not be evaluated: {exc}"
 
@@ -78,9 +83,11 @@ def collect(
     name: str | None,
     figure_dir: Path | None,
     claims_file: str | Path | None = None,
+    pool: tuple[str, ...] = (),
 ) -> ReportData:
     """Load and compute everything (figures are drawn into figure_dir when given); the claims
-    of `claims_file` (checked first) replace the paper's."""
+    of `claims_file` (checked first) replace the paper's; runs that differ only in the `pool`
+    keys share their cells (otherwise every setting has its own section)."""
     if protocol is not None and protocol not in PROTOCOLS:
         raise HarnessError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
     engine, shown_url = _engine(db)
@@ -116,13 +123,18 @@ def collect(
     jobs_arms = arm_column(jobs) if len(jobs) else []
     data.jobs = jobs.assign(arm=[arm.label for arm in jobs_arms])
     arms: dict[Arm, pd.DataFrame] = {}
-    for arm, frame in split_arms(results).items():
+    for arm, frame in split_arms(results, pool).items():
         subset, dropped = dedupe(frame)
         arms[arm] = subset
         if not arm.has_section:
             continue
         data.protocols.append(
             _section(arm, subset, dropped, epochs, gradients, figure_dir, claims)
+        )
+    if pool:
+        data.notes.append(
+            f"Pooled on request (--pool {','.join(pool)}): runs that differ only in "
+            f"{', '.join(pool)} share their cells; the protocol departures list each value."
         )
     variants = {arm: len(frame) for arm, frame in arms.items() if not arm.has_section}
     if variants:
@@ -131,8 +143,31 @@ def collect(
             "Runs with a quirk switched away from their protocol's default feed only the "
             f"protocol-differences section, never the tables or claims: {listed}."
         )
+    data.notes[:0] = departure_notes(data.protocols, results)
     data.audit = build_audit(arms, data.protocols, engine)
     return data
+
+
+def departure_notes(sections: list[ProtocolReport], results: pd.DataFrame) -> list[str]:
+    """The top of the report: every section's protocol departures in one line, and whether
+    these runs can test the paper at all."""
+    notes = []
+    departing = [s for s in sections if s.departures is not None and s.departures.departs]
+    if departing:
+        listed = "; ".join(
+            f"{s.label} ({len(s.results)} runs): {s.departures.detail}" for s in departing
+        )
+        notes.append(
+            f"Protocol departures: {listed}. No paper-level verdict is given from these runs; "
+            "comparisons between models under the same changes stay, and say so."
+        )
+    paper_datasets = set(PAPER_DATASETS)
+    if len(results) and not set(results["dataset"]) & paper_datasets:
+        notes.append(
+            "A demonstration, not a test of the paper: none of these runs is on one of the "
+            f"paper's datasets ({', '.join(sorted(set(results['dataset'])))} only)."
+        )
+    return notes
 
 
 def _section(
@@ -146,6 +181,16 @@ def _section(
 ) -> ProtocolReport:
     """One arm's full section: Tables 3-9, claims, figures, variance sources."""
     report = ProtocolReport(arm.protocol, subset, build_tables(subset), [], "", [], arm=arm)
+    report.departures = section_departures(subset, arm.protocol)
+    if report.departures.departs:
+        report.notes.append(
+            f"{report.departures.title}: these runs changed {report.departures.detail}. "
+            "Their comparisons with the paper's numbers say so and give the gap, with no "
+            "reproduction verdict, and the paper's claims get no SUPPORTED or CONTRADICTED "
+            "verdict from them."
+        )
+        for table in report.tables:
+            table.notes.insert(0, table_note(report.departures))
     if dropped:
         report.notes.append(
             f"{dropped} result(s) repeat a (dataset, model, seed, split seed) of another "
@@ -158,7 +203,7 @@ def _section(
         )
     if claims is not None:  # a claim naming a setting is judged only in that setting's section
         claims = [c for c in claims if arm.matches(c.get("setting") or {})]
-    report.claims, report.claims_error = _claims(subset, arm.protocol, claims)
+    report.claims, report.claims_error = _claims(subset, arm.protocol, claims, report.departures)
     report.variance, report.variance_note = variance_table(subset)
     if figure_dir is not None:
         label = arm.protocol if arm.is_base else arm.short
@@ -179,6 +224,7 @@ def build_report(
     formats: tuple[str, ...] | list[str] = ("html",),
     name: str | None = None,
     claims_file: str | Path | None = None,
+    pool: tuple[str, ...] = (),
 ) -> Path:
     """Write <out_dir>/<name>/ with the formats asked for: index.html and its figures (html),
     report.md, report.tex, tables.csv, report.json. Returns the path of index.html, or of the
@@ -203,7 +249,7 @@ def build_report(
     try:
         with_html = "html" in formats
         # Figures are drawn only for the HTML that shows them.
-        data = collect(db, protocol, name, staging if with_html else None, claims_file)
+        data = collect(db, protocol, name, staging if with_html else None, claims_file, pool)
         written = []
         if with_html:
             html.write_html(data, staging / "index.html")

@@ -62,6 +62,9 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text)  # full traceback of the last failure
     # Revision 0004: claimed highest first, oldest first within a priority.
     priority: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    # Revision 0005: [{key, protocol, run}] where the config differs from its protocol
+    # (harness.experiment.departures); NULL for jobs queued before it and imported runs.
+    departures: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
 
     result: Mapped[Result | None] = relationship(back_populates="job", uselist=False)
     epochs: Mapped[list[EpochRow]] = relationship(back_populates="job", order_by="EpochRow.epoch")

@@ -125,6 +125,8 @@ def test_pre_migration_database_is_upgraded_and_stays_readable(new_db, capsys):
         after = _rows(engine, table)
         if table == "jobs":  # 0004: queued work gets the default priority
             assert [row.pop("priority") for row in after] == [0]
+            # 0005: no departures recorded (the report computes them from the config)
+            assert [row.pop("departures") for row in after] == [None]
         if table == "workers":
             assert [row.pop("stop_reason") for row in after] == [None]
             assert [bool(row.pop("quarantined")) for row in after] == [False]
@@ -136,6 +138,9 @@ def test_pre_migration_database_is_upgraded_and_stays_readable(new_db, capsys):
     assert results[PARAM_GHS_COLUMN].tolist() == [1.0]  # from the gradient rows: one healthy layer
     jobs = load_jobs(engine)
     assert jobs["status"].tolist() == ["done"] and jobs["has_result"].tolist() == [True]
+    # Queued before 0005: its departures come from its stored config (ResNet-18 takes no
+    # dropout, so the old config's model.dropout changes nothing).
+    assert jobs["departures"].tolist() == [[{"key": "max_epochs", "protocol": 100, "run": 2}]]
     rc, out, _ = _cli(capsys, "db", "current", "--db", url)
     assert rc == 0 and out.strip().endswith(f"head {HEAD}: up to date")
     rc, out, _ = _cli(capsys, "db", "upgrade", "--db", url)
@@ -193,11 +198,12 @@ def test_migrations_match_the_models(new_db, capsys):
     make_engine(fresh)  # create_all + stamp, what a new database gets
     assert _schema(fresh) == _schema(upgraded)
     fresh_engine = make_engine(fresh, create=False)
-    with fresh_engine.begin() as conn:  # as 637a869 wrote it: no version table, nor 0004's parts
+    with fresh_engine.begin() as conn:  # as 637a869 wrote it: no version table, nor 0004/5's parts
         conn.execute(text(f"DROP TABLE {VERSION_TABLE}"))
         for table in NEW_IN_0004:
             conn.execute(text(f"DROP TABLE {table}"))
         conn.execute(text("ALTER TABLE jobs DROP COLUMN priority"))
+        conn.execute(text("ALTER TABLE jobs DROP COLUMN departures"))
     # Recognised as 0002 by its columns (the newest schema before migrations), so it is
     # upgraded like any 0002 database.
     with pytest.raises(HarnessError, match="revision 0002"):

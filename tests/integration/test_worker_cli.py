@@ -121,11 +121,13 @@ def test_show_cancel_pause_from_the_command_line(capsys, sqlite_url, tmp_path):
     assert code == 0 and doc["status"] == "queued" and doc["priority"] == 0
     assert doc["config"]["max_epochs"] == 5 and doc["result"] is None and doc["epochs"] == []
     assert [e["state"] for e in doc["history"]] == ["queued"]
+    assert doc["departures"] == [{"key": "max_epochs", "protocol": 100, "run": 5}]
     assert doc["checkpoint"] == {"path": str(checkpoints / f"{key}.pt"), "exists": False, "bytes": None}
     (checkpoints / f"{key}.pt").write_bytes(b"x" * 10)
     code, out, _ = _run(capsys, "show", "1", "--db", sqlite_url, "--checkpoints", str(checkpoints))
     assert "QUEUED" in out and f"checkpoint: {checkpoints / key}.pt (10 bytes)" in out
     assert "result: none yet" in out and "max_epochs = 5" in out
+    assert "departures from the protocol: max_epochs=5 (paper: 100)" in out
 
     code, _, err = _run(capsys, "show", "9", "--db", sqlite_url)
     assert code == 1 and "no job 9 in this database (ids run from 1 to 2)" in err
@@ -161,5 +163,7 @@ def test_enqueue_priority_out_of_range_queues_nothing(capsys, tmp_path):
     assert not (tmp_path / "p.db").exists()
     code, out, _ = _run(capsys, "enqueue", "--grid", "demo", "--priority", "-3", "--db", url)
     assert code == 0 and "new" in out
+    assert "note: not the paper's protocol: these jobs change batch_size=32 (paper: 128); " \
+           "grad_batches=4 (paper: 20); max_epochs=2 (paper: 100)" in out  # fmt: skip
     code, out, _ = _run(capsys, "enqueue", "--grid", "demo", "--priority", "7", "--db", url)
     assert "moved to priority 7" in out
