@@ -27,6 +27,7 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.experiment.config import HPARAM_SOURCES, PROTOCOLS, QUIRKS, resolve_config
+from harness.experiment.departures import flatten
 
 TUNED_LABEL = "tuned hyper-parameters"
 # Keys a tuned arm takes from each cell's study: they differ by cell by design.
@@ -132,11 +133,8 @@ def setting_text(value: Any) -> str:
 def flat_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     """A stored TrainConfig as dotted keys (lr, model.d_model, data.medmnist_size); quirks are
     the arm's variant, not its setting, and hparams is its own field."""
-    config = config or {}
-    flat = {k: v for k, v in config.items() if k not in ("model", "data", "quirks", "hparams")}
-    flat.update({f"model.{k}": v for k, v in (config.get("model") or {}).items()})
-    flat.update({f"data.{k}": v for k, v in (config.get("data") or {}).items()})
-    return flat
+    flat = flatten(config or {})
+    return {k: v for k, v in flat.items() if k != "hparams" and not k.startswith("quirk.")}
 
 
 @functools.lru_cache(maxsize=512)
