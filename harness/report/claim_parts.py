@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from harness.report.decision import Decision, decide
+from harness.report.sequential import decide_sequential
 from harness.report.stats import (
     CellRuns,
     PairedResult,
@@ -79,6 +80,8 @@ class Context:
         self.alpha = alpha
         # What these runs changed from their protocol (harness.report.protocol_gate), if any.
         self.departures: Any = None
+        # A sequential design (harness.report.sequential.Design) for audits; None: fixed n.
+        self.design: Any = None
         self._named = named_candidates(claims or [])
         self._families: dict[tuple[str, str, str], pd.DataFrame] = {}
         self._cells: dict[tuple[str, str, str], dict[tuple[str, str], tuple]] = {}
@@ -208,12 +211,18 @@ def _part(
     delta = sesoi(metric, scale)
     fmt = lambda x: fmt_value(x, metric, scale, offset)  # noqa: E731
     claimed = region_text(region, metric, scale, offset)
-    dec: Decision = decide(res.diffs, m, region, delta, ctx.alpha, fmt=fmt, claimed=claimed,
-                           error=error)  # fmt: skip
+    if ctx.design is not None:
+        dec: Decision = decide_sequential(res.diffs, m, region, delta, ctx.design, ctx.alpha,
+                                          fmt=fmt, claimed=claimed, error=error)  # fmt: skip
+    else:
+        dec = decide(res.diffs, m, region, delta, ctx.alpha, fmt=fmt, claimed=claimed,
+                     error=error)  # fmt: skip
     estimate = "no data"
     if dec.n and math.isfinite(dec.ci_low):
-        estimate = (f"{fmt(dec.mean_diff)} ({dec.level * 100:.4g}% interval {fmt(dec.ci_low)} "
-                    f"to {fmt(dec.ci_high)}, n={dec.n})")  # fmt: skip
+        kind = "sequential " if ctx.design is not None else ""
+        at = dec.decided_at or dec.n
+        estimate = (f"{fmt(dec.mean_diff)} ({kind}{dec.level * 100:.4g}% interval "
+                    f"{fmt(dec.ci_low)} to {fmt(dec.ci_high)}, n={at})")  # fmt: skip
     elif dec.n:
         estimate = f"{fmt(dec.mean_diff)} (interval unbounded at n={dec.n})"
     jobs = sorted({j for pair in res.job_ids for j in pair})
@@ -225,7 +234,8 @@ def _part(
         "reason": dec.reason, "short": SHORT_REASON[dec.code], "seeds_needed": dec.seeds_needed, "mde": dec.mde,
         "region_low": region.low, "region_high": region.high, "stated": region.target,
         "sesoi": delta, "offset": offset, "job_ids": jobs, "estimate": estimate,
-        "claimed": claimed, "selection": selection,
+        "claimed": claimed, "selection": selection, "decided_at": dec.decided_at,
+        "horizon": dec.horizon,
     }  # fmt: skip
 
 

@@ -85,12 +85,14 @@ def evaluate_claims(
     alpha: float = ALPHA,
     claims: list[dict[str, Any]] | None = None,
     departures: Departures | None = None,
+    design: Any = None,
 ) -> list[ClaimVerdict]:
     """A verdict for every claim (claims.yaml unless `claims` is given) from one protocol's runs.
 
     With `departures` (what these runs changed from their protocol), the baseline checks say
     so instead of "(not) reproduced"; the paper's claims become UNTESTABLE with the reason
-    (harness.report.protocol_gate), a user's claims keep their verdicts and carry the label."""
+    (harness.report.protocol_gate), a user's claims keep their verdicts and carry the label.
+    With `design` (harness.report.sequential.Design) every part is decided sequentially."""
     frame = results
     if "protocol" in frame.columns:
         frame = frame[frame["protocol"] == protocol]
@@ -98,6 +100,7 @@ def evaluate_claims(
     claims = claims if claims is not None else paper_claims()
     ctx = Context(frame.reset_index(drop=True), alpha, claims)
     ctx.departures = departures if departures is not None and departures.departs else None
+    ctx.design = design
     verdicts = [_evaluate(ctx, claim) for claim in claims]
     if ctx.departures is None:
         return verdicts

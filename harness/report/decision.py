@@ -61,6 +61,9 @@ class Decision:
     seeds_needed: int | None
     mde: float  # smallest effect the interval excludes from 0 with 80% power at this n
     level: float
+    # Sequential designs only (harness.report.sequential): the look that decided, the horizon.
+    decided_at: int | None = None
+    horizon: int | None = None
 
 
 def _plain(x: float) -> str:
@@ -136,21 +139,7 @@ def _reason(
                 f"(smallest adjusted p {min(1.0, m * 2.0 / 2.0 ** n):.3g}), so no outcome "
                 "at this n decides")  # fmt: skip
     else:
-        texts = {
-            OPPOSITE: f"{interval} lies on the other side of 0 from the claim ({claimed})",
-            SMALLER: f"{interval} falls short of the claimed {claimed}",
-            NEGLIGIBLE: f"{interval} falls short of the claimed {claimed} and lies within "
-                        f"+-SESOI ({sesoi}): no meaningful effect",
-            LARGER: f"{interval} lies beyond the claimed {claimed}",
-            EFFECT: f"{interval} excludes 0 on the claimed side and reaches the claimed "
-                    f"{claimed}",
-            OPEN_EFFECT: f"{interval} holds both 0 and part of the claimed {claimed}",
-            INSIDE: f"{interval} lies inside the claimed {claimed}",
-            BELOW: f"{interval} lies below the claimed {claimed}",
-            ABOVE: f"{interval} lies above the claimed {claimed}",
-            OPEN_EDGE: f"{interval} crosses an edge of the claimed {claimed}",
-        }  # fmt: skip
-        text = f"{texts[code]}; adjusted p = {p_adjusted:.3g} (m={m})"
+        text = f"{reason_text(code, interval, claimed, sesoi)}; adjusted p = {p_adjusted:.3g} (m={m})"
     if code == TOO_FEW:
         text += f"; needs about {seeds} seeds"
     elif code in (OPEN_EFFECT, OPEN_EDGE):
@@ -160,3 +149,21 @@ def _reason(
             text += (f"; about {seeds} seeds would decide it with {POWER:.0%} power if the "
                      "claimed effect is true")  # fmt: skip
     return text
+
+
+def reason_text(code: str, interval: str, claimed: str, sesoi: str) -> str:
+    """What the interval shows against the claimed region, in words (rules 3-4)."""
+    texts = {
+        OPPOSITE: f"{interval} lies on the other side of 0 from the claim ({claimed})",
+        SMALLER: f"{interval} falls short of the claimed {claimed}",
+        NEGLIGIBLE: f"{interval} falls short of the claimed {claimed} and lies within "
+                    f"+-SESOI ({sesoi}): no meaningful effect",
+        LARGER: f"{interval} lies beyond the claimed {claimed}",
+        EFFECT: f"{interval} excludes 0 on the claimed side and reaches the claimed {claimed}",
+        OPEN_EFFECT: f"{interval} holds both 0 and part of the claimed {claimed}",
+        INSIDE: f"{interval} lies inside the claimed {claimed}",
+        BELOW: f"{interval} lies below the claimed {claimed}",
+        ABOVE: f"{interval} lies above the claimed {claimed}",
+        OPEN_EDGE: f"{interval} crosses an edge of the claimed {claimed}",
+    }  # fmt: skip
+    return texts[code]
