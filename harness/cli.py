@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "retry",
     "import",
     "report",
+    "audit",
     "demo",
     "bench",
     "launch",

@@ -110,6 +110,26 @@ event.listen(
 )
 
 
+class AuditRow(Base):
+    """One sequential audit (revision 0006, `harness audit`): everything it needs to resume
+    from the database alone, and the progress its controller last wrote (for `status`)."""
+
+    __tablename__ = "audits"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True, nullable=False)
+    # The grid (cells, seeds up to the horizon, protocol, overrides) and claims, as resolved.
+    grid: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    claims: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)  # NULL: the paper's
+    claims_source: Mapped[str] = mapped_column(String(500), nullable=False)
+    # horizon, spending, alpha, budget_hours (NULL: none), ahead
+    design: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False, default="running")
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.current_timestamp())
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
 class Result(Base):
     """One row per finished job: test metrics of the evaluated model, and provenance."""
 

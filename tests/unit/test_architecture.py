@@ -19,6 +19,7 @@ import harness
 LAYERS: list[set[str]] = [
     {"cli"},
     {"commands"},
+    {"audit"},
     {"report", "workers", "bench"},
     {"tuning", "queue"},
     {"store", "training"},
