@@ -15,6 +15,7 @@ part was decided does not change when runs queued before the decision finish lat
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ from harness.audit.spec import AuditSpec
 from harness.experiment.config import JobSpec
 from harness.report.claims import ClaimVerdict, evaluate_claims
 from harness.report.load import load_results
+from harness.report.protocol_gate import section_departures
 from harness.report.sequential import boundaries
 from harness.report.verdicts import DECIDED
 from harness.store.schema import Job
@@ -127,8 +129,11 @@ def plan_round(engine: Engine, spec: AuditSpec) -> Plan:
     counted = _finished_prefix(jobs, grid.seeds)
     results = load_results(engine, grid.protocol)
     results = results[results["job_id"].isin(counted)] if len(results) else results
+    # With the report's labels: the paper's claims from departing runs are UNTESTABLE as claims
+    # (their parts keep their reason codes, which is what the plan reads).
+    departures = section_departures(results, grid.protocol) if len(results) else None
     verdicts = evaluate_claims(results, grid.protocol, alpha=spec.alpha, claims=spec.claims,
-                               design=spec.design)  # fmt: skip
+                               design=spec.design, departures=departures)  # fmt: skip
 
     hours = _hours(jobs) if len(jobs) else pd.Series(dtype=float)
     done = jobs[jobs["status"] == "done"] if len(jobs) else jobs
@@ -147,7 +152,7 @@ def plan_round(engine: Engine, spec: AuditSpec) -> Plan:
     cells = set(grid.cells)
 
     parts: list[PartState] = []
-    wanted: list[tuple[PartState, list[tuple[str, str, int]], int]] = []
+    wanted: list[tuple[PartState, list[tuple[str, str]], int, int]] = []
     for verdict in verdicts:
         for part in verdict.parts:
             state = PartState(verdict.id, str(part["dataset"]), part.get("baseline"),
@@ -175,24 +180,24 @@ def plan_round(engine: Engine, spec: AuditSpec) -> Plan:
                 count = min(spec.design.horizon, max(first_look, state.n + spec.ahead))
             if spec.budget_hours is not None and math.isnan(any_cost):
                 count = 1  # no run time measured yet: one seed per cell, then plan the rest
-            wanted.append((state, _next_seeds(part_cells, grid.seeds, status_of, count),
-                           first_look))  # fmt: skip
+            wanted.append((state, part_cells, count, first_look))
 
     new: dict[tuple[str, str, int], JobSpec] = {}
     left = math.inf if spec.budget_hours is None else spec.budget_hours - spent - in_flight
     new_hours = 0.0
-    for state, seeds, first_look in wanted:
-        fresh = [k for k in seeds if k not in status_of and k not in new]
+    for state, part_cells, count, first_look in wanted:
+        unqueued = functools.partial(_unqueued, part_cells, grid.seeds, status_of, new)
+
         if state.state == OPEN and spec.budget_hours is not None and math.isfinite(any_cost):
             # Can it still be decided? The seeds projected to decide it (80% power), or the
-            # first look that can decide at all, at the measured cost per seed.
-            target = max(state.seeds_needed or first_look, first_look)
-            per_seed = sum(cost((m, state.dataset)) for m in (state.baseline, state.candidate)
-                           if m)  # fmt: skip
-            if (target - state.n) * per_seed > left - new_hours:
+            # first look that can decide at all, at the measured cost of the jobs not yet
+            # queued for them (seeds another part already queued cost nothing more).
+            target = min(spec.design.horizon, max(state.seeds_needed or first_look, first_look))
+            if sum(cost(k[:2]) for k in unqueued(target)) > left - new_hours:
                 state.state = BUDGET
                 continue
-        price = sum(cost((k[0], k[1])) for k in fresh)
+        fresh = unqueued(count)
+        price = sum(cost(k[:2]) for k in fresh)
         price = 0.0 if math.isnan(price) else price
         if price > left - new_hours:
             state.state = BUDGET if state.state == OPEN else state.state
@@ -203,6 +208,16 @@ def plan_round(engine: Engine, spec: AuditSpec) -> Plan:
     counts = jobs["status"].value_counts().to_dict() if len(jobs) else {}
     return Plan(parts, verdicts, list(new.values()), spent, in_flight, new_hours,
                 spec.budget_hours, {str(k): int(v) for k, v in counts.items()})  # fmt: skip
+
+
+def _unqueued(
+    cells: list[tuple[str, str]], seeds: tuple[int, ...],
+    status_of: dict[tuple[str, str, int], str], new: dict[tuple[str, str, int], JobSpec],
+    count: int,
+) -> list[tuple[str, str, int]]:
+    """The jobs of the first `count` usable seeds that are neither in the database nor planned."""
+    chosen = _next_seeds(cells, seeds, status_of, count)
+    return [k for k in chosen if k not in status_of and k not in new]
 
 
 def _next_seeds(

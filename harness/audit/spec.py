@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from harness.errors import HarnessError
-from harness.experiment.grids import Grid
+from harness.experiment.grids import Grid, grid_document, grid_from_document
 from harness.report.sequential import Design
 from harness.report.verdicts import ALPHA
 from harness.store.clock import db_now
@@ -41,18 +41,6 @@ class AuditSpec:
         return {"horizon": self.design.horizon, "spending": self.design.spending,
                 "alpha": self.alpha, "budget_hours": self.budget_hours,
                 "ahead": self.ahead}  # fmt: skip
-
-
-def grid_document(grid: Grid) -> dict[str, Any]:
-    return {"name": grid.name, "cells": [list(c) for c in grid.cells], "seeds": list(grid.seeds),
-            "protocol": grid.protocol, "overrides": grid.overrides, "split_seed": grid.split_seed,
-            "vary_split": grid.vary_split}  # fmt: skip
-
-
-def grid_from_document(doc: dict[str, Any]) -> Grid:
-    return Grid(name=doc["name"], cells=tuple(tuple(c) for c in doc["cells"]),
-                seeds=tuple(doc["seeds"]), protocol=doc["protocol"], overrides=doc["overrides"],
-                split_seed=doc["split_seed"], vary_split=doc["vary_split"])  # fmt: skip
 
 
 def spec_from_row(row: AuditRow) -> AuditSpec:

@@ -15,6 +15,10 @@ from harness.store.connection import mask_url
 DEFAULT_OUT = "demo"
 AUDIT_TRIALS = 4
 AUDIT_REPORT = "audit"
+SEQUENTIAL_BUDGET = 0.25  # device hours: about 18 demo jobs of 2 epochs (48 s each, 2 at a time)
+SEQUENTIAL_HORIZON = 12
+SEQUENTIAL_SPENDING = "pocock"  # earlier stops on a small horizon
+SEQUENTIAL_NAME = "demo-sequential"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -89,6 +93,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="MODEL",
         help="these models on digits instead of the default two (any of the six)",
     )
+    sequential = parser.add_argument_group("sequential audit")
+    sequential.add_argument(
+        "--sequential",
+        action="store_true",
+        help="audit the digits claims sequentially instead of running a fixed grid: seeds "
+        "are queued only for claims still undecided, within --budget (docs/STATISTICS.md)",
+    )
+    sequential.add_argument(
+        "--budget",
+        type=float,
+        default=SEQUENTIAL_BUDGET,
+        metavar="HOURS",
+        help=f"device hours the sequential demo may use (default {SEQUENTIAL_BUDGET:g})",
+    )
+    sequential.add_argument(
+        "--max-seeds",
+        type=int,
+        default=SEQUENTIAL_HORIZON,
+        metavar="N",
+        help=f"horizon of the sequential demo (default {SEQUENTIAL_HORIZON})",
+    )
     parser.set_defaults(func=run)
 
 
@@ -119,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
         f"({len(grid.cells)} models x {len(grid.seeds)} seeds on digits, "
         f"at most {args.max_epochs} epochs each) in {mask_url(url)}"
     )
+    if args.sequential:
+        return _run_sequential(engine, url, args, out, slots, overrides, started)
     if args.full_audit:
         _queue_audit(engine, grid, url, args, slots, what)
     else:
@@ -163,6 +190,63 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise HarnessError(f"--trials must be at least 1 (got {args.trials})")
     if not args.full_audit and args.trials != AUDIT_TRIALS:
         raise HarnessError("--trials only applies with --full-audit; add --full-audit")
+    if args.sequential and args.full_audit:
+        raise HarnessError("--sequential and --full-audit are two different demos; pick one")
+    from harness.experiment.grids import DEMO_SEEDS
+
+    if args.sequential and args.seeds != len(DEMO_SEEDS):
+        raise HarnessError("--seeds sets the fixed demo's grid; with --sequential give the "
+                           "horizon as --max-seeds N")  # fmt: skip
+    sequential_only = (args.budget != SEQUENTIAL_BUDGET, args.max_seeds != SEQUENTIAL_HORIZON)
+    if not args.sequential and any(sequential_only):
+        raise HarnessError("--budget and --max-seeds only apply with --sequential; add --sequential")
+    if args.sequential and not args.budget > 0:
+        raise HarnessError(f"--budget must be a positive number of hours (got {args.budget})")
+
+
+def _run_sequential(
+    engine: Any,
+    url: str,
+    args: argparse.Namespace,
+    out: Path,
+    slots: int,
+    overrides: dict[str, Any],
+    started: float,
+) -> int:
+    """The digits claims audited sequentially: rounds of planning, then workers until empty."""
+    import pandas as pd
+
+    from harness.audit.run import run_audit
+    from harness.audit.spec import AuditSpec
+    from harness.experiment.grids import resolve_grid
+    from harness.report.claim_file import load_claims_file
+    from harness.report.render import build_report
+    from harness.report.sequential import Design
+
+    design = Design(args.max_seeds, SEQUENTIAL_SPENDING)
+    grid = resolve_grid("demo", seeds=design.horizon, models=args.models, overrides=overrides)
+    cells = pd.DataFrame(list(grid.cells), columns=["model", "dataset"])
+    claims, source = load_claims_file(demo_claims_file(), cells)
+    spec = AuditSpec(SEQUENTIAL_NAME, grid, claims, source, design, args.budget)
+    print(f"demo: sequential audit of the digits claims, {design.text()}, budget "
+          f"{args.budget:g} device-h, in {mask_url(url)}")  # fmt: skip
+    reasons: list[str] = []
+
+    def workers() -> None:
+        reasons.append(_run_workers(engine, url, args, out, slots))
+        if reasons[-1] != "queue empty":
+            raise HarnessError(f"demo stopped before the queue was empty ({reasons[-1]}); run "
+                               f"`harness demo --sequential --out {out}` again to resume")  # fmt: skip
+
+    plan = run_audit(engine, spec, between=workers)
+    report = build_report(engine, out_dir=out / "reports", name="sequential",
+                          claims_file=demo_claims_file())  # fmt: skip
+    minutes, seconds = divmod(time.monotonic() - started, 60)
+    failed = plan.jobs.get("failed", 0)
+    print(f"demo: {plan.jobs.get('done', 0)} jobs done, {failed} failed, in "
+          f"{minutes:.0f}m{seconds:02.0f}s")  # fmt: skip
+    print(f"report: {report}")
+    return 1 if failed else 0
 
 
 def _queue(engine: Any, grid_name: str, specs: list[Any], what: str) -> None:

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from harness.audit.spec import audit_rows
 from harness.commands._common import add_db_option, db_url
 from harness.errors import HarnessError
 from harness.store.schema import JOB_STATES, EpochRow, Job, WorkerRow
@@ -89,6 +90,36 @@ class QuarantinedWorker:
 
 
 @dataclass
+@dataclass
+class AuditProgress:
+    """A sequential audit's last recorded round (`harness audit` writes it every round)."""
+
+    name: str
+    state: str  # running / finished
+    horizon: int
+    parts: int
+    states: dict[str, int]  # part state (decided, open, horizon, out of budget, ...) -> count
+    max_n: int  # the most pairs any part has
+    spent_hours: float
+    budget_hours: float | None
+    claims: dict[str, str]  # claim id -> its sequential verdict
+    updated_at: str | None
+
+    def line(self) -> str:
+        states = ", ".join(f"{n} {s}" for s, n in sorted(self.states.items())) or "no parts yet"
+        budget = f"{self.spent_hours:.3f} device-h spent"
+        if self.budget_hours is not None:
+            budget += f" of {self.budget_hours:g} ({self.budget_hours - self.spent_hours:.3f} left)"
+        verdicts: dict[str, int] = {}
+        for verdict in self.claims.values():
+            verdicts[verdict] = verdicts.get(verdict, 0) + 1
+        claims = ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items()))
+        return (f"audit {self.name} ({self.state}): {self.parts} parts: {states}; up to "
+                f"{self.max_n} of {self.horizon} seeds; {budget}; claims: {claims or 'none'}; "
+                f"updated {self.updated_at or 'never'}")  # fmt: skip
+
+
+@dataclass
 class QueueStatus:
     counts: dict[str, int]
     running: list[RunningJob] = field(default_factory=list)
@@ -100,6 +131,7 @@ class QueueStatus:
     resumed_epochs: int = 0  # the epochs those jobs will not run again
     quarantined: list[QuarantinedWorker] = field(default_factory=list)
     paused: bool = False
+    audits: list[AuditProgress] = field(default_factory=list)
 
     @property
     def eta_seconds(self) -> float | None:
@@ -170,7 +202,20 @@ def collect_status(engine: Engine, max_failures: int = 20) -> QueueStatus:
             QuarantinedWorker(w.host, w.pid, w.device, w.stop_reason or "(no reason recorded)")
             for w in quarantined
         ]
+    status.audits = [_audit_progress(row) for row in audit_rows(engine)]
     return status
+
+
+def _audit_progress(row: dict[str, Any]) -> AuditProgress:
+    progress = row["progress"]
+    updated = row["updated_at"]
+    return AuditProgress(
+        name=row["name"], state=row["state"], horizon=int(row["design"]["horizon"]),
+        parts=int(progress.get("parts", 0)), states=dict(progress.get("states", {})),
+        max_n=int(progress.get("max_n", 0)), spent_hours=float(progress.get("spent_hours", 0.0)),
+        budget_hours=row["design"].get("budget_hours"), claims=dict(progress.get("claims", {})),
+        updated_at=updated.strftime("%Y-%m-%d %H:%M:%S UTC") if updated else None,
+    )  # fmt: skip
 
 
 def _add_epoch_progress(conn: Session, running: list[RunningJob]) -> None:
@@ -224,6 +269,7 @@ def format_status(status: QueueStatus, running: bool = True) -> str:
             lines.append(
                 f"  host {worker.host} pid {worker.pid} device {worker.device}: {worker.reason}"
             )
+    lines += [audit.line() for audit in status.audits]
     if status.running and running:
         lines.append("running:")
         for job in status.running:

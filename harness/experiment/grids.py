@@ -393,3 +393,16 @@ def resolve_grid(
     result = replace(base, cells=cells, **changes)
     _check_overrides(result)
     return result
+
+
+def grid_document(grid: Grid) -> dict[str, Any]:
+    """A resolved grid without a sweep as JSON (an audit stores its grid in its row)."""
+    return {"name": grid.name, "cells": [list(c) for c in grid.cells], "seeds": list(grid.seeds),
+            "protocol": grid.protocol, "overrides": grid.overrides, "split_seed": grid.split_seed,
+            "vary_split": grid.vary_split}  # fmt: skip
+
+
+def grid_from_document(doc: dict[str, Any]) -> Grid:
+    return Grid(name=doc["name"], cells=tuple(tuple(c) for c in doc["cells"]),
+                seeds=tuple(doc["seeds"]), protocol=doc["protocol"], overrides=doc["overrides"],
+                split_seed=doc["split_seed"], vary_split=doc["vary_split"])  # fmt: skip

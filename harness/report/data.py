@@ -62,6 +62,8 @@ class ReportData:
     notes: list[str] = field(default_factory=list)
     # harness.report.audit: protocol differences, claims by arm, tuned vs paper hparams.
     audit: Any = None
+    # harness.report.sequential_audit: one entry per `harness audit` in the database.
+    sequential: list[Any] = field(default_factory=list)
 
 
 def template_text(name: str) -> str:

@@ -56,6 +56,10 @@ def markdown(data: ReportData) -> str:
     lines = [f"# GradAttn reproduction report: {_md(data.name)}", "",
              f"Generated {data.generated_at} from `{_md(data.database)}`.", "", _md(LEGEND), ""]  # fmt: skip
     lines += [_md(note) for note in data.notes]
+    if data.sequential:
+        lines += ["", "## Sequential audits", ""]
+        for item in data.sequential:
+            lines += _md_audit_table(item.table, "###")
     for report in data.protocols:
         lines += ["", f"## Protocol {_md(report.label)}", ""]
         lines += [_md(note) for note in report.notes]
@@ -298,6 +302,7 @@ def report_json(data: ReportData) -> dict[str, Any]:
             "provenance": {i["name"]: i["value"] for i in provenance_items(data)},
             "protocols": protocols,
             "audit": _audit_json(data.audit or Audit()),
+            "sequential_audits": [item.record for item in data.sequential],
             "claims_audit": claims_json(data),
             "jobs": jobs.to_dict("records"),
         }

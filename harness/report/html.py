@@ -219,6 +219,7 @@ def write_html(data: ReportData, path: Path) -> None:
         scorecard=_scorecard(data),
         claims_source=data.claims_source,
         audit=data.audit if data.audit is not None else Audit(),
+        sequential=data.sequential,
         runs_header=RUNS_HEADER,
         runs=_runs_view(data),
         provenance=provenance_items(data),

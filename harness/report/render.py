@@ -29,6 +29,7 @@ from harness.report.data import ProtocolReport, ReportData
 from harness.report.figures import all_figures
 from harness.report.forest import forest_plot
 from harness.report.protocol_gate import Departures, section_departures, table_note
+from harness.report.sequential_audit import sequential_audits
 from harness.report.tables import build_tables, dedupe
 from harness.report.variance import variance_table
 from harness.store.connection import mask_url
@@ -143,7 +144,8 @@ def collect(
             "Runs with a quirk switched away from their protocol's default feed only the "
             f"protocol-differences section, never the tables or claims: {listed}."
         )
-    data.notes[:0] = departure_notes(data.protocols, results)
+    data.sequential = sequential_audits(engine, jobs, results)
+    data.notes[:0] = [a.summary for a in data.sequential] + departure_notes(data.protocols, results)
     data.audit = build_audit(arms, data.protocols, engine)
     return data
 
