@@ -74,9 +74,15 @@ class Context:
     """One protocol's results and the claim families computed from them (cached)."""
 
     def __init__(
-        self, df: pd.DataFrame, alpha: float, claims: list[dict[str, Any]] | None = None
+        self,
+        df: pd.DataFrame,
+        alpha: float,
+        claims: list[dict[str, Any]] | None = None,
+        comparisons: Any = None,
     ) -> None:
         self.df = df
+        # The section's shared comparisons (harness.report.comparisons), if the caller has them.
+        self.comparisons = comparisons
         self.alpha = alpha
         # What these runs changed from their protocol (harness.report.protocol_gate), if any.
         self.departures: Any = None
@@ -104,7 +110,8 @@ class Context:
                 present = set(self.df["model"])
                 candidates = [c for c in candidates if c in present]
                 self._families[key] = compare_cells(
-                    self.df, metric, baseline, candidates, datasets, scale=scale
+                    self.df, metric, baseline, candidates, datasets, scale=scale,
+                    comparisons=self.comparisons,
                 )
         return self._families[key]
 
@@ -127,7 +134,8 @@ class Context:
         if not self.has(metric):
             return pd.DataFrame({"job_id": [], metric: []})
         if metric not in self._runs:
-            self._runs[metric] = cell_runs(self.df, metric)
+            self._runs[metric] = (self.comparisons.runs(metric) if self.comparisons is not None
+                                  else cell_runs(self.df, metric))  # fmt: skip
         runs = self._runs[metric].get((dataset, model), {})
         pairs = [runs[key] for key in sorted(runs)]
         return pd.DataFrame({"job_id": [j for j, _ in pairs], metric: [v for _, v in pairs]})

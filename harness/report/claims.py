@@ -86,6 +86,7 @@ def evaluate_claims(
     claims: list[dict[str, Any]] | None = None,
     departures: Departures | None = None,
     design: Any = None,
+    comparisons: Any = None,
 ) -> list[ClaimVerdict]:
     """A verdict for every claim (claims.yaml unless `claims` is given) from one protocol's runs.
 
@@ -98,7 +99,9 @@ def evaluate_claims(
         frame = frame[frame["protocol"] == protocol]
     paper = claims is None
     claims = claims if claims is not None else paper_claims()
-    ctx = Context(frame.reset_index(drop=True), alpha, claims)
+    # Shared comparisons index the caller's frame; only valid when no protocol filter applied.
+    shared = comparisons if comparisons is not None and len(frame) == len(results) else None
+    ctx = Context(frame.reset_index(drop=True), alpha, claims, shared)
     ctx.departures = departures if departures is not None and departures.departs else None
     ctx.design = design
     verdicts = [_evaluate(ctx, claim) for claim in claims]

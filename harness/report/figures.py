@@ -222,10 +222,35 @@ def all_figures(
     protocol: str,
     out_dir: Path,
 ) -> list[Figure]:
-    """Every figure for one protocol, written under out_dir."""
+    """Every figure for one protocol, written under out_dir.
+
+    Drawing PNGs is most of a large report's time and does not grow with the runs, so the four
+    kinds are drawn in parallel worker processes (forked: the frames are inherited, not copied
+    through pipes) where the platform forks and more than one core is free; the figures and
+    their order are the same either way. HARNESS_REPORT_PROCESSES=1 draws them in-process."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    figures = seed_points(results, protocol, out_dir)
-    figures += training_curves(epochs, protocol, out_dir)
-    figures += gradient_profiles(gradients, protocol, out_dir)
-    figures += attention_profiles(results, protocol, out_dir)
-    return figures
+    jobs = [(seed_points, results), (training_curves, epochs), (gradient_profiles, gradients),
+            (attention_profiles, results)]  # fmt: skip
+    processes = _figure_processes()
+    if processes <= 1:
+        return [fig for draw, frame in jobs for fig in draw(frame, protocol, out_dir)]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
+        futures = [pool.submit(draw, frame, protocol, out_dir) for draw, frame in jobs]
+        return [fig for future in futures for fig in future.result()]
+
+
+def _figure_processes() -> int:
+    import multiprocessing
+    import os
+
+    wanted = os.environ.get("HARNESS_REPORT_PROCESSES")
+    if wanted is not None:
+        return max(1, int(wanted)) if wanted.isdigit() else 1
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(4, cores or 1)

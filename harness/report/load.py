@@ -195,7 +195,14 @@ def job_departures(job: Job) -> list[dict[str, Any]] | None:
     config = job.config or {}
     if config.get("imported") or "max_epochs" not in config:
         return None
-    return as_json(departures(job.protocol, job.dataset, job.model, config))
+    # A key is a content hash of the config, so its departures never change: computed once.
+    if job.key not in _COMPUTED_DEPARTURES:
+        _COMPUTED_DEPARTURES[job.key] = as_json(
+            departures(job.protocol, job.dataset, job.model, config))
+    return list(_COMPUTED_DEPARTURES[job.key])
+
+
+_COMPUTED_DEPARTURES: dict[str, list[dict[str, Any]]] = {}
 
 
 def load_results(engine: Engine, protocol: str | None = None) -> pd.DataFrame:
@@ -244,8 +251,9 @@ def load_epochs(
     stmt = _filter_jobs(stmt, protocol, done_only)
     records = []
     with Session(engine) as session:
+        fields: dict[int, dict[str, Any]] = {}
         for job, ep in session.execute(stmt.order_by(Job.id, EpochRow.epoch)):
-            rec = _job_fields(job)
+            rec = dict(fields.get(job.id) or fields.setdefault(job.id, _job_fields(job)))
             rec["status"] = job.status
             for name in EPOCH_COLUMNS[9:]:
                 rec[name] = getattr(ep, name)
@@ -262,8 +270,9 @@ def load_gradients(
     records = []
     order = (Job.id, GradientLayer.mode, GradientLayer.layer_index)
     with Session(engine) as session:
+        fields: dict[int, dict[str, Any]] = {}
         for job, layer in session.execute(stmt.order_by(*order)):
-            rec = _job_fields(job)
+            rec = dict(fields.get(job.id) or fields.setdefault(job.id, _job_fields(job)))
             for name in GRADIENT_ROW_COLUMNS[7:]:
                 rec[name] = getattr(layer, name)
             records.append(rec)

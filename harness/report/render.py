@@ -25,6 +25,7 @@ from harness.report.arms import Arm, arm_column, split_arms
 from harness.report.audit import build_audit
 from harness.report.claim_file import load_claims_file
 from harness.report.claims import VERDICT_RULE, evaluate_claims
+from harness.report.comparisons import Comparisons
 from harness.report.data import ProtocolReport, ReportData
 from harness.report.figures import all_figures
 from harness.report.forest import forest_plot
@@ -67,9 +68,11 @@ def _claims(
     protocol: str,
     claims: list[dict[str, Any]] | None = None,
     departures: Departures | None = None,
+    comparisons: Comparisons | None = None,
 ) -> tuple[list[Any], str]:
     try:
-        return list(evaluate_claims(results, protocol, claims=claims, departures=departures)), ""
+        return list(evaluate_claims(results, protocol, claims=claims, departures=departures,
+                                    comparisons=comparisons)), ""  # fmt: skip
     except (HarnessError, ValueError) as exc:  # the tables still stand without the claims
         return [], f"claims could not be evaluated: {exc}"
 
@@ -182,7 +185,9 @@ def _section(
     claims: list[dict[str, Any]] | None = None,
 ) -> ProtocolReport:
     """One arm's full section: Tables 3-9, claims, figures, variance sources."""
-    report = ProtocolReport(arm.protocol, subset, build_tables(subset), [], "", [], arm=arm)
+    comparisons = Comparisons(subset)  # each comparison computed once for tables and claims
+    report = ProtocolReport(arm.protocol, subset, build_tables(subset, comparisons), [], "", [],
+                            arm=arm)  # fmt: skip
     report.departures = section_departures(subset, arm.protocol)
     if report.departures.departs:
         report.notes.append(
@@ -205,7 +210,8 @@ def _section(
         )
     if claims is not None:  # a claim naming a setting is judged only in that setting's section
         claims = [c for c in claims if arm.matches(c.get("setting") or {})]
-    report.claims, report.claims_error = _claims(subset, arm.protocol, claims, report.departures)
+    report.claims, report.claims_error = _claims(subset, arm.protocol, claims, report.departures,
+                                                 comparisons)  # fmt: skip
     report.variance, report.variance_note = variance_table(subset)
     if figure_dir is not None:
         label = arm.protocol if arm.is_base else arm.short

@@ -18,12 +18,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
 from harness.errors import HarnessError
+from harness.report.sign_flip import sign_flip
 
 ALTERNATIVES = ("two-sided", "greater", "less")
 
@@ -51,8 +53,6 @@ __all__ = [
     "sign_flip_p",
     "t_interval",
 ]
-EXACT_MAX_N = 20  # 2^20 sign patterns; above this, a fixed-seed Monte Carlo sample
-MONTE_CARLO_DRAWS = 200_000
 
 _HIGHER = (
     "top1", "top3", "top5", "f1", "f1_macro", "f1_weighted", "precision_macro",
@@ -83,7 +83,7 @@ class PairedResult:
     ci_high: float
     t: float
     p_value: float  # paired t-test under `alternative`
-    p_permutation: float  # exact sign-flip test under `alternative`
+    p_permutation: float  # sign-flip test under `alternative` (harness.report.sign_flip)
     d_z: float  # mean / sd of the differences
     wins: int  # pairs with a positive difference
     losses: int  # pairs with a negative difference
@@ -110,35 +110,14 @@ def t_interval(n: int, mean: float, sd: float, level: float) -> tuple[float, flo
 
 
 def sign_flip_p(diffs: Sequence[float], alternative: str = "greater") -> float:
-    """p-value of the sign-flip test of mean(diffs) = 0, statistic = sum of the differences.
-
-    Exact (all 2^n sign patterns) up to EXACT_MAX_N pairs; beyond, MONTE_CARLO_DRAWS random
-    patterns from a fixed seed, with the (count + 1) / (draws + 1) estimate.
-    """
+    """p-value of the sign-flip test of mean(diffs) = 0, statistic = sum of the differences:
+    by enumeration up to 20 pairs, exactly on the data's own grid beyond, else a conservative
+    bound within about 0.002 (harness.report.sign_flip). NaN for no or non-finite values."""
     _check_alternative(alternative)
     d = np.asarray(diffs, dtype=float)
     if d.size == 0 or not np.isfinite(d).all():
         return math.nan  # no test on non-finite differences
-    observed = float(d.sum())
-    # Float sums of equal patterns may differ in the last bits; relative, so units don't matter.
-    tol = 1e-9 * float(np.abs(d).sum())
-    if d.size <= EXACT_MAX_N:
-        sums = np.zeros(1)
-        for value in np.abs(d):  # each pair doubles the set of reachable sums: +|d| or -|d|
-            sums = np.concatenate([sums + value, sums - value])
-        extra, total = 0, sums.size
-    else:
-        rng = np.random.default_rng(0)
-        signs = rng.choice([-1.0, 1.0], size=(MONTE_CARLO_DRAWS, d.size))
-        sums = signs @ np.abs(d)
-        extra, total = 1, MONTE_CARLO_DRAWS + 1  # the observed pattern counts once
-    if alternative == "greater":
-        hits = np.count_nonzero(sums >= observed - tol)
-    elif alternative == "less":
-        hits = np.count_nonzero(sums <= observed + tol)
-    else:
-        hits = np.count_nonzero(np.abs(sums) >= abs(observed) - tol)
-    return float((hits + extra) / total)
+    return sign_flip(d, alternative).p
 
 
 def paired_comparison(
@@ -314,8 +293,12 @@ def compare_cells(
     scale: str = "diff",
     oriented: bool = False,
     level: float = 0.95,
+    comparisons: Any = None,
 ) -> pd.DataFrame:
     """Every (dataset, candidate) cell of one table against `baseline`: one family.
+
+    With `comparisons` (harness.report.comparisons.Comparisons of the same frame, level 0.95)
+    each cell is taken from the section's shared results instead of computed again.
 
     Columns: dataset, candidate, baseline, metric, scale, result (PairedResult, two-sided, its
     `diffs` are what harness.report.decision tests), n, mean_diff, error (why a cell has no
@@ -324,16 +307,20 @@ def compare_cells(
     """
     if datasets is None:
         datasets = sorted(df.loc[df["model"] == baseline, "dataset"].unique())
-    runs = cell_runs(df, metric)
+    runs = comparisons.runs(metric) if comparisons is not None else cell_runs(df, metric)
     rows = []
     for dataset in datasets:
         for candidate in candidates:
             if candidate == baseline:
                 continue
             try:
-                res = paired_cell(runs, metric, dataset, candidate, baseline,
-                                  alternative="two-sided", level=level, oriented=oriented,
-                                  scale=scale)  # fmt: skip
+                if comparisons is not None and level == 0.95:
+                    res = comparisons.paired(metric, dataset, candidate, baseline, scale=scale,
+                                             oriented=oriented)  # fmt: skip
+                else:
+                    res = paired_cell(runs, metric, dataset, candidate, baseline,
+                                      alternative="two-sided", level=level, oriented=oriented,
+                                      scale=scale)  # fmt: skip
                 error = None
             except ValueError as exc:  # log-ratio of a non-positive value
                 res, error = _from_diffs(np.empty(0), "two-sided", level), str(exc)

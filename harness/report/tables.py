@@ -18,6 +18,7 @@ import pandas as pd
 from harness.datasets import DATASET_NAMES, get_source
 from harness.experiment.paper import paper_values
 from harness.report import stats
+from harness.report.comparisons import Comparisons
 from harness.report.signed_rank import normalise, signed_rank
 from harness.report.variance import cell_sources, sources_text
 
@@ -276,8 +277,12 @@ def _info(group: pd.DataFrame) -> str:
     return "; ".join(f"{dev}, {slots} slot(s), n={n}" for (dev, slots), n in counts.items())
 
 
-def build_table(spec: TableSpec, results: pd.DataFrame) -> ReportTable:
-    """One table from one protocol's results (never mix protocols in a cell)."""
+def build_table(
+    spec: TableSpec, results: pd.DataFrame, comparisons: Comparisons | None = None
+) -> ReportTable:
+    """One table from one protocol's results (never mix protocols in a cell); `comparisons`
+    are the section's shared paired results (harness.report.comparisons) over `results`."""
+    comparisons = comparisons if comparisons is not None else Comparisons(results)
     data = results[results["model"].isin(spec.models)]
     layout = paper_layout(spec.number)
     rows = _row_keys(spec, layout, data)
@@ -306,7 +311,7 @@ def build_table(spec: TableSpec, results: pd.DataFrame) -> ReportTable:
                     "variance": sources_text(cell_sources(group)) if n else "",
                 }
             )  # fmt: skip
-    _add_marks(spec, records, data)
+    _add_marks(spec, records, data, comparisons)
     cells = pd.DataFrame.from_records(records, columns=list(CELL_COLUMNS))
     table = ReportTable(spec, rows, columns, cells)
     if spec.note:
@@ -314,17 +319,9 @@ def build_table(spec: TableSpec, results: pd.DataFrame) -> ReportTable:
     return table
 
 
-def _paired_cell(
-    data: pd.DataFrame, metric: str, dataset: str, model: str, baseline: str
-) -> stats.PairedResult:
-    """stats.paired_cell on just the two cells' rows (the full frame makes every call slow)."""
-    rows = data[(data["dataset"] == dataset) & data["model"].isin((model, baseline))]
-    return stats.paired_cell(
-        rows, metric, dataset, model, baseline, alternative="two-sided", oriented=True
-    )
-
-
-def _add_marks(spec: TableSpec, records: list[dict[str, Any]], data: pd.DataFrame) -> None:
+def _add_marks(
+    spec: TableSpec, records: list[dict[str, Any]], data: pd.DataFrame, comparisons: Comparisons
+) -> None:
     """Significance against each baseline: the exact signed-rank test and its interval, one
     family per table (Bonferroni over the table's m tests), as in the claims audit."""
     tests: list[tuple[dict[str, Any], np.ndarray]] = []
@@ -337,7 +334,8 @@ def _add_marks(spec: TableSpec, records: list[dict[str, Any]], data: pd.DataFram
                 continue
             if rec["model"] in spec.baselines and baseline != spec.baselines[0]:
                 continue
-            result = _paired_cell(data, rec["metric"], rec["dataset"], rec["model"], baseline)
+            result = comparisons.paired(rec["metric"], rec["dataset"], rec["model"], baseline,
+                                        oriented=True)  # fmt: skip
             if result.n == 0:
                 continue
             diffs = np.asarray(result.diffs, dtype=float)
@@ -360,13 +358,18 @@ def _add_marks(spec: TableSpec, records: list[dict[str, Any]], data: pd.DataFram
         mark["symbol"] = "▲" if test.ci_low > 0 else "▼" if test.ci_high < 0 else "="
 
 
-def build_tables(results: pd.DataFrame) -> list[ReportTable]:
-    """Tables 3-9 from ONE protocol's results frame."""
+def build_tables(
+    results: pd.DataFrame, comparisons: Comparisons | None = None
+) -> list[ReportTable]:
+    """Tables 3-9 from ONE protocol's results frame (deduplicated: render passes its section's
+    frame and that frame's shared comparisons)."""
     protocols = set(results["protocol"])
     if len(protocols) > 1:
         raise ValueError(f"build_tables needs one protocol's results, got {sorted(protocols)}")
-    results, _ = dedupe(results)
-    return [build_table(spec, results) for spec in TABLE_SPECS]
+    results, dropped = dedupe(results)
+    if comparisons is None or dropped:  # shared results must index this very frame
+        comparisons = Comparisons(results)
+    return [build_table(spec, results, comparisons) for spec in TABLE_SPECS]
 
 
 LEGEND = (

@@ -1,0 +1,87 @@
+"""Time `harness report --html` on synthetic results databases of growing size.
+
+Each size is 4 models (ResNet-18 and the three GradAttn variants) x the paper's 8 datasets x
+S seeds, written by tests/helpers/synthetic_db.py exactly as workers leave rows. Each report
+runs as its own `harness report` process, so the wall time and the peak memory (max RSS, from
+wait4) are that command's alone. The figures in docs/PERFORMANCE.md ("Report at scale") come
+from
+
+    python benchmarks/report_scale.py --runs 250,1000,4000
+
+The ratio column is each size's time over the smallest size's, from this one invocation on
+this one machine: growth, with the device and command printed beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "helpers"))
+
+MODELS = ("resnet18", "gradattn_nope", "gradattn_learnable", "gradattn_rope")
+
+
+def build_db(path: Path, runs: int) -> int:
+    import numpy as np
+    from synthetic_db import SyntheticRun, fill_synthetic
+
+    from harness.datasets import PAPER_DATASETS
+    from harness.store.engine import make_engine
+
+    cells = [(d, m) for d in PAPER_DATASETS for m in MODELS]
+    seeds = math.ceil(runs / len(cells))
+    rng = np.random.default_rng(7)
+    rows = []
+    for dataset, model in cells:
+        level = 0.8 + 0.02 * MODELS.index(model)
+        for seed in range(seeds):
+            top1 = float(np.clip(level + 0.01 * rng.standard_normal(), 0, 1))
+            rows.append(SyntheticRun(model=model, dataset=dataset, seed=seed,
+                                     metrics={"top1": top1}))  # fmt: skip
+    fill_synthetic(make_engine(f"sqlite:///{path}"), rows)
+    return len(rows)
+
+
+def time_report(db: Path, out: Path) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one `harness report --html` process."""
+    argv = [sys.executable, "-m", "harness.cli", "report", "--db", f"sqlite:///{db}", "--html",
+            "--out", str(out)]  # fmt: skip
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"report failed: {proc.stderr.read().decode()[-2000:]}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", default="250,1000,4000", help="sizes, comma-separated")
+    args = parser.parse_args()
+    sizes = [int(x) for x in args.runs.split(",")]
+    print(f"device: CPU {platform.machine()}, {os.cpu_count()} cores; python {platform.python_version()}")
+    print("command: harness report --db sqlite:///DB --html --out DIR (one process per size)")
+    print("runs    seeds  wall s   ratio   peak RSS MiB")
+    first = None
+    with tempfile.TemporaryDirectory() as tmp:
+        for runs in sizes:
+            db = Path(tmp) / f"r{runs}.db"
+            written = build_db(db, runs)
+            wall, rss = time_report(db, Path(tmp) / f"out{runs}")
+            first = first or wall
+            print(f"{written:5d}  {math.ceil(runs / 32):5d}  {wall:7.1f}  {wall / first:6.2f}  "
+                  f"{rss:8.0f}", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
