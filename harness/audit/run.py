@@ -12,11 +12,10 @@ from collections.abc import Callable
 
 from sqlalchemy.engine import Engine
 
+from harness.audit import DEFAULT_POLL_SECONDS
 from harness.audit.plan import OPEN, Plan, plan_round
 from harness.audit.spec import AuditSpec, start_or_resume, write_progress
 from harness.queue.jobs import enqueue
-
-DEFAULT_POLL_SECONDS = 10.0
 
 
 def summary_line(spec: AuditSpec, plan: Plan) -> str:

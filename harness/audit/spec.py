@@ -16,8 +16,6 @@ from harness.report.verdicts import ALPHA
 from harness.store.clock import db_now
 from harness.store.schema import AuditRow
 
-DEFAULT_HORIZON = 20
-
 
 @dataclass(frozen=True)
 class AuditSpec:

@@ -20,8 +20,7 @@ DEFAULT_NAME = "audit"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from harness.audit.run import DEFAULT_POLL_SECONDS
-    from harness.audit.spec import DEFAULT_HORIZON
+    from harness.audit import DEFAULT_HORIZON, DEFAULT_POLL_SECONDS
     from harness.report.sequential import MAX_HORIZON, SPENDING
 
     parser = subparsers.add_parser(
@@ -65,10 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def build_spec(args: argparse.Namespace):  # noqa: ANN201 (AuditSpec, imported late)
     """The audit definition from the command line, checked before anything is written."""
-    from harness.audit.spec import DEFAULT_HORIZON, AuditSpec
-    from harness.commands.enqueue import parse_overrides
-    from harness.experiment.grids import resolve_grid
-    from harness.report.claim_file import load_claims_file
+    from harness.audit import DEFAULT_HORIZON
     from harness.report.sequential import Design
 
     if args.max_seeds is None and args.budget is None:
@@ -79,6 +75,12 @@ def build_spec(args: argparse.Namespace):  # noqa: ANN201 (AuditSpec, imported l
     if args.ahead < 1:
         raise HarnessError(f"--ahead must be at least 1 (got {args.ahead})")
     design = Design(args.max_seeds or DEFAULT_HORIZON, args.spending)
+    # The training stack loads with these; the checks above answer without it.
+    from harness.audit.spec import AuditSpec
+    from harness.commands.enqueue import parse_overrides
+    from harness.experiment.grids import resolve_grid
+    from harness.report.claim_file import load_claims_file
+
     grid = resolve_grid(args.grid, seeds=design.horizon, protocol=args.protocol,
                         models=args.models, datasets=args.datasets,
                         overrides=parse_overrides(args.overrides))  # fmt: skip
@@ -94,13 +96,13 @@ def build_spec(args: argparse.Namespace):  # noqa: ANN201 (AuditSpec, imported l
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.audit.run import run_audit
-    from harness.audit.spec import audit_names, load_audit
-    from harness.store.engine import make_engine
-
     if args.poll <= 0:
         raise HarnessError(f"--poll must be positive (got {args.poll})")
+    from harness.store.engine import make_engine
+
     if args.resume:
+        from harness.audit.spec import audit_names, load_audit
+
         engine = make_engine(db_url(args))
         spec = load_audit(engine, args.resume)
         if spec is None:
@@ -113,5 +115,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"audit {spec.name}: {len(spec.grid.cells)} cells, {spec.design.text()}, claims "
           f"{spec.claims_source}" + (f", budget {spec.budget_hours:g} device-h"
                                      if spec.budget_hours else ""))  # fmt: skip
+    from harness.audit.run import run_audit
+
     run_audit(engine, spec, poll_seconds=args.poll, once=args.once)
     return 0

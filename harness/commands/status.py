@@ -17,7 +17,6 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from harness.audit.spec import audit_rows
 from harness.commands._common import add_db_option, db_url
 from harness.errors import HarnessError
 from harness.store.schema import JOB_STATES, EpochRow, Job, WorkerRow
@@ -202,6 +201,8 @@ def collect_status(engine: Engine, max_failures: int = 20) -> QueueStatus:
             QuarantinedWorker(w.host, w.pid, w.device, w.stop_reason or "(no reason recorded)")
             for w in quarantined
         ]
+    from harness.audit.spec import audit_rows
+
     status.audits = [_audit_progress(row) for row in audit_rows(engine)]
     return status
 

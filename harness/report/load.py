@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from harness.errors import error_line
 from harness.experiment.departures import as_json, departures
 from harness.store.schema import EpochRow, GradientLayer, Job, Result
-from harness.training.gradients import vanishing_count
+from harness.training.health import vanishing_count
 
 # Result columns copied under their database names (fractions, seconds, counts as stored).
 RESULT_COLUMNS = (
@@ -81,7 +81,7 @@ def _health_score(
     layer_means: Sequence[float | None], low: float, high: float, count_silent: bool = False
 ) -> float:
     """GHS by harness.training.gradients' single definition; NaN where no layer was measured."""
-    from harness.training.gradients import health_score
+    from harness.training.health import health_score
 
     try:
         return float(health_score(layer_means, low, high, count_silent=count_silent))

@@ -32,7 +32,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import norm
 
 from harness.errors import HarnessError
 from harness.report.decision import Decision, reason_text
@@ -60,6 +59,8 @@ PROJECTION_SEED = 20262
 
 def obrien_fleming(t: float, alpha: float) -> float:
     """Lan-DeMets O'Brien-Fleming-type spending: little alpha early, nearly all at the end."""
+    from scipy.stats import norm  # late: `harness --help` should not load scipy
+
     return float(2 * (1 - norm.cdf(norm.ppf(1 - alpha / 2) / math.sqrt(t))))
 
 

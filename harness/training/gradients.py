@@ -15,7 +15,8 @@ statistics nor the gradients of the evaluated model change.
   received a gradient is silent.
 
 Per layer: mean/std (population)/min/max of its per-batch norms, in registration (depth) order.
-``health_score`` turns layer means into GHS for any threshold range.
+``health_score`` (harness.training.health, torch-free) turns layer means into GHS for any
+threshold range.
 """
 
 from __future__ import annotations
@@ -24,11 +25,15 @@ import copy
 import itertools
 import math
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import nn
+
+from harness.training.health import exploding_count, health_score, vanishing_count
+
+__all__ = ["MODES", "exploding_count", "health_score", "measure_gradients", "vanishing_count"]
 
 HOOKED_TYPES = (nn.Conv2d, nn.Linear, nn.TransformerEncoderLayer)
 MODES = ("output", "param")
@@ -123,31 +128,3 @@ def measure_gradients(
             }
         )
     return rows
-
-
-def health_score(
-    layer_means: Sequence[float | None], low: float, high: float, count_silent: bool = False
-) -> float:
-    """GHS: the fraction of layers whose mean norm lies strictly inside (low, high).
-
-    A ``None`` mean is a silent layer: left out of the denominator, unless `count_silent`
-    (the reference-code quirk ``ghs_count_silent``), which counts it as unhealthy.
-    """
-    if not low < high:
-        raise ValueError(f"health_score needs low < high, got ({low}, {high})")
-    measured = [m for m in layer_means if m is not None]
-    total = len(layer_means) if count_silent else len(measured)
-    if total == 0:
-        raise ValueError("health_score needs at least one measured layer (all were silent)")
-    healthy = sum(1 for m in measured if low < m < high)
-    return healthy / total
-
-
-def vanishing_count(layer_means: Sequence[float | None], low: float) -> int:
-    """Measured layers with mean norm <= low (not healthy at the low end); silent ones excluded."""
-    return sum(1 for m in layer_means if m is not None and m <= low)
-
-
-def exploding_count(layer_means: Sequence[float | None], high: float) -> int:
-    """Measured layers with mean norm >= high; silent ones excluded."""
-    return sum(1 for m in layer_means if m is not None and m >= high)
