@@ -21,6 +21,18 @@ def brute(d: np.ndarray, alternative: str) -> float:
     return float(np.mean(np.abs(sums) >= abs(observed) - tol))
 
 
+def without_enumeration(d: np.ndarray, alternative: str):
+    """sign_flip with enumeration switched off, to compare the grid methods on small n."""
+    from harness.report import sign_flip as module
+
+    limit = module.ENUMERATION_MAX_N
+    try:
+        module.ENUMERATION_MAX_N = 0
+        return sign_flip(d, alternative)
+    finally:
+        module.ENUMERATION_MAX_N = limit
+
+
 @pytest.mark.parametrize("alternative", ["greater", "less", "two-sided"])
 @pytest.mark.parametrize("n", [1, 5, 12, 17])
 def test_enumeration_equals_brute_force(n: int, alternative: str) -> None:
@@ -35,14 +47,7 @@ def test_the_exact_grid_equals_enumeration_where_both_apply(seed: int, alternati
     # The grid method is forced (enumeration switched off) to compare the two on one input.
     rng = np.random.default_rng(seed)
     d = rng.integers(-12, 15, 16) / 360
-    from harness.report import sign_flip as module
-
-    limit = module.ENUMERATION_MAX_N
-    try:
-        module.ENUMERATION_MAX_N = 0
-        grid = sign_flip(d, alternative)
-    finally:
-        module.ENUMERATION_MAX_N = limit
+    grid = without_enumeration(d, alternative)
     assert grid.method == "exact grid 1/360" and grid.error == 0.0
     assert grid.p == pytest.approx(brute(d, alternative), rel=1e-9, abs=1e-12)
 
@@ -51,14 +56,7 @@ def test_the_exact_grid_equals_enumeration_where_both_apply(seed: int, alternati
 def test_continuous_data_get_a_conservative_bound_within_its_stated_error(alternative) -> None:
     rng = np.random.default_rng(3)
     d = rng.normal(0.4, 1.0, 16)
-    from harness.report import sign_flip as module
-
-    limit = module.ENUMERATION_MAX_N
-    try:
-        module.ENUMERATION_MAX_N = 0
-        bound = sign_flip(d, alternative)
-    finally:
-        module.ENUMERATION_MAX_N = limit
+    bound = without_enumeration(d, alternative)
     exact = brute(d, alternative)
     assert bound.method == "rounded grid" and 0 < bound.error < 0.01
     assert exact - 1e-12 <= bound.p <= exact + bound.error + 1e-12
