@@ -31,13 +31,13 @@ from harness.report.claims import ClaimVerdict, evaluate_claims
 from harness.report.load import load_results
 from harness.report.protocol_gate import section_departures
 from harness.report.sequential import boundaries
+from harness.report.sequential_audit import FINISHED, job_hours
 from harness.report.verdicts import DECIDED
 from harness.store.schema import Job
 
 DECIDED_STATE, OPEN, HORIZON, BUDGET, OUTSIDE, EXACT = (
     "decided", "open", "horizon", "out of budget", "outside the grid", "exact",
 )  # fmt: skip
-FINISHED = ("done", "failed", "cancelled")
 IN_FLIGHT = ("queued", "running")
 
 
@@ -101,11 +101,6 @@ def _scope_jobs(engine: Engine, keys: dict[str, JobSpec]) -> pd.DataFrame:
                                        "started_at", "finished_at"])  # fmt: skip
 
 
-def _hours(jobs: pd.DataFrame) -> pd.Series:
-    took = pd.to_datetime(jobs["finished_at"]) - pd.to_datetime(jobs["started_at"])
-    return took.dt.total_seconds().fillna(0.0).clip(lower=0.0) / 3600.0
-
-
 def _finished_prefix(jobs: pd.DataFrame, seeds: tuple[int, ...]) -> set[int]:
     """Job ids that count: done runs of a cell before its first seed still pending or absent."""
     counted: set[int] = set()
@@ -135,7 +130,7 @@ def plan_round(engine: Engine, spec: AuditSpec) -> Plan:
     verdicts = evaluate_claims(results, grid.protocol, alpha=spec.alpha, claims=spec.claims,
                                design=spec.design, departures=departures)  # fmt: skip
 
-    hours = _hours(jobs) if len(jobs) else pd.Series(dtype=float)
+    hours = job_hours(jobs) if len(jobs) else pd.Series(dtype=float)
     done = jobs[jobs["status"] == "done"] if len(jobs) else jobs
     cell_cost = {k: float(v.mean()) for k, v in hours[done.index].groupby(
         [done["model"], done["dataset"]])} if len(done) else {}  # fmt: skip

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from harness.errors import HarnessError
 from harness.experiment.grids import Grid, grid_document, grid_from_document
+from harness.report.claim_file import load_claims_file
 from harness.report.sequential import Design
 from harness.report.verdicts import ALPHA
 from harness.store.clock import db_now
@@ -39,6 +42,12 @@ class AuditSpec:
         return {"horizon": self.design.horizon, "spending": self.design.spending,
                 "alpha": self.alpha, "budget_hours": self.budget_hours,
                 "ahead": self.ahead}  # fmt: skip
+
+
+def grid_claims(path: str | Path, grid: Grid) -> tuple[list[dict[str, Any]], str]:
+    """A claims file checked against the grid's cells (no run exists yet), and its source line."""
+    cells = pd.DataFrame(list(grid.cells), columns=["model", "dataset"])
+    return load_claims_file(path, cells)
 
 
 def spec_from_row(row: AuditRow) -> AuditSpec:

@@ -11,8 +11,6 @@ import argparse
 import math
 from pathlib import Path
 
-import pandas as pd
-
 from harness.commands._common import add_db_option, add_list_option, db_url
 from harness.errors import HarnessError
 
@@ -76,10 +74,9 @@ def build_spec(args: argparse.Namespace):  # noqa: ANN201 (AuditSpec, imported l
         raise HarnessError(f"--ahead must be at least 1 (got {args.ahead})")
     design = Design(args.max_seeds or DEFAULT_HORIZON, args.spending)
     # The training stack loads with these; the checks above answer without it.
-    from harness.audit.spec import AuditSpec
+    from harness.audit.spec import AuditSpec, grid_claims
     from harness.commands.enqueue import parse_overrides
     from harness.experiment.grids import resolve_grid
-    from harness.report.claim_file import load_claims_file
 
     grid = resolve_grid(args.grid, seeds=design.horizon, protocol=args.protocol,
                         models=args.models, datasets=args.datasets,
@@ -90,8 +87,7 @@ def build_spec(args: argparse.Namespace):  # noqa: ANN201 (AuditSpec, imported l
     if args.claims == "paper":
         claims, source = None, "paper (harness/paperdata/claims.yaml)"
     else:
-        cells = pd.DataFrame(list(grid.cells), columns=["model", "dataset"])
-        claims, source = load_claims_file(Path(args.claims), cells)
+        claims, source = grid_claims(Path(args.claims), grid)
     return AuditSpec(args.name, grid, claims, source, design, args.budget, args.ahead)
 
 

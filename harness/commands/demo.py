@@ -214,19 +214,15 @@ def _run_sequential(
     started: float,
 ) -> int:
     """The digits claims audited sequentially: rounds of planning, then workers until empty."""
-    import pandas as pd
-
     from harness.audit.run import run_audit
-    from harness.audit.spec import AuditSpec
+    from harness.audit.spec import AuditSpec, grid_claims
     from harness.experiment.grids import resolve_grid
-    from harness.report.claim_file import load_claims_file
     from harness.report.render import build_report
     from harness.report.sequential import Design
 
     design = Design(args.max_seeds, SEQUENTIAL_SPENDING)
     grid = resolve_grid("demo", seeds=design.horizon, models=args.models, overrides=overrides)
-    cells = pd.DataFrame(list(grid.cells), columns=["model", "dataset"])
-    claims, source = load_claims_file(demo_claims_file(), cells)
+    claims, source = grid_claims(demo_claims_file(), grid)
     spec = AuditSpec(SEQUENTIAL_NAME, grid, claims, source, design, args.budget)
     print(f"demo: sequential audit of the digits claims, {design.text()}, budget "
           f"{args.budget:g} device-h, in {mask_url(url)}")  # fmt: skip

@@ -143,12 +143,15 @@ def _reason(
     if code == TOO_FEW:
         text += f"; needs about {seeds} seeds"
     elif code in (OPEN_EFFECT, OPEN_EDGE):
-        if seeds is None:
-            text += f"; {POWER:.0%} power to decide is out of reach within {MAX_SEEDS} seeds"
-        else:
-            text += (f"; about {seeds} seeds would decide it with {POWER:.0%} power if the "
-                     "claimed effect is true")  # fmt: skip
+        text += f"; {seeds_text(seeds, MAX_SEEDS)}"
     return text
+
+
+def seeds_text(seeds: int | None, limit: int) -> str:
+    """The seeds that would decide an open part, or that none within `limit` would."""
+    if seeds is None:
+        return f"{POWER:.0%} power to decide is out of reach within {limit} seeds"
+    return f"about {seeds} seeds would decide it with {POWER:.0%} power if the claimed effect is true"
 
 
 def reason_text(code: str, interval: str, claimed: str, sesoi: str) -> str:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.report.decision import Decision, reason_text
+from harness.report.decision import Decision, reason_text, seeds_text
 from harness.report.power import POWER
 from harness.report.signed_rank import ROUND_DECIMALS, critical_count, normalise, walsh_averages
 from harness.report.verdicts import (
@@ -267,7 +267,4 @@ def _sequential_reason(
         return f"{text}; decided at look {look} of at most {design.horizon}"
     if n >= design.horizon:
         return f"{text}; horizon of {design.horizon} seeds reached undecided"
-    if seeds is None:
-        return f"{text}; {POWER:.0%} power to decide is out of reach within {design.horizon} seeds"
-    return (f"{text}; about {seeds} seeds would decide it with {POWER:.0%} power if the "
-            "claimed effect is true")  # fmt: skip
+    return f"{text}; {seeds_text(seeds, design.horizon)}"

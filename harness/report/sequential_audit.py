@@ -38,9 +38,10 @@ class SequentialAudit:
     record: dict[str, Any] = field(default_factory=dict)  # for the JSON export
 
 
-def _hours(jobs: pd.DataFrame) -> float:
+def job_hours(jobs: pd.DataFrame) -> pd.Series:
+    """Device hours of each job: finished_at - started_at (0 where either is missing)."""
     took = pd.to_datetime(jobs["finished_at"]) - pd.to_datetime(jobs["started_at"])
-    return float(took.dt.total_seconds().fillna(0.0).clip(lower=0.0).sum() / 3600.0)
+    return took.dt.total_seconds().fillna(0.0).clip(lower=0.0) / 3600.0
 
 
 def sequential_audits(
@@ -73,7 +74,7 @@ def _audit(
     departures = section_departures(runs, grid.protocol) if len(runs) else None
     verdicts = evaluate_claims(runs, grid.protocol, alpha=alpha, claims=claims, design=design,
                                departures=departures)  # fmt: skip
-    spent = _hours(scope[scope["status"].isin(FINISHED)]) if len(scope) else 0.0
+    spent = float(job_hours(scope[scope["status"].isin(FINISHED)]).sum()) if len(scope) else 0.0
     seeds = sorted(set(scope["seed"])) if len(scope) else []
     budget_text = f"{spent:.3f} device-h spent"
     if budget is not None:

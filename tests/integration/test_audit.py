@@ -19,13 +19,12 @@ from sqlalchemy import select, update
 
 from harness.audit.plan import BUDGET, DECIDED_STATE
 from harness.audit.run import run_audit
-from harness.audit.spec import AuditSpec, load_audit
+from harness.audit.spec import AuditSpec, grid_claims, load_audit
 from harness.cli import main
 from harness.errors import HarnessError
 from harness.experiment.grids import resolve_grid
 from harness.queue.jobs import claim, fail
 from harness.queue.recording import complete
-from harness.report.claim_file import load_claims_file
 from harness.report.sequential import Design
 from harness.store.engine import make_engine
 from harness.store.schema import Job
@@ -76,10 +75,7 @@ def claims(tmp_path):
 
 def make_spec(claims_path, horizon=12, budget=None, name="t", spending="pocock") -> AuditSpec:
     grid = resolve_grid("demo", seeds=horizon, overrides={"max_epochs": 1})
-    import pandas as pd
-
-    cells = pd.DataFrame(list(grid.cells), columns=["model", "dataset"])
-    claims, source = load_claims_file(claims_path, cells)
+    claims, source = grid_claims(claims_path, grid)
     return AuditSpec(name, grid, claims, source, Design(horizon, spending), budget)
 
 
