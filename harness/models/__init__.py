@@ -43,14 +43,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+from harness.models.defaults import DEFAULT_ROPE_BASE, TRANSFORMER_DEFAULTS
 
-from harness.models.block_attention import CBAM, SqueezeExcitation
-from harness.models.gradattn import TRANSFORMER_DEFAULTS, GradAttn
-from harness.models.resnet import ResNet
-from harness.models.rope import DEFAULT_ROPE_BASE
+if TYPE_CHECKING:
+    from torch import nn
 
 _INT_OVERRIDES = {
     "d_model",
@@ -70,11 +68,18 @@ class _Spec:
     defaults: dict[str, Any]
 
 
+# Builders import the architectures when called, so the registry (names, labels, defaults)
+# loads without torch: the report and the CLI's help only need the labels.
 def _resnet18(in_channels: int, num_classes: int) -> nn.Module:
+    from harness.models.resnet import ResNet
+
     return ResNet(in_channels, num_classes)
 
 
 def _se_resnet18(in_channels: int, num_classes: int, *, reduction: int) -> nn.Module:
+    from harness.models.block_attention import SqueezeExcitation
+    from harness.models.resnet import ResNet
+
     return ResNet(
         in_channels, num_classes, attention=partial(SqueezeExcitation, reduction=reduction)
     )
@@ -83,8 +88,17 @@ def _se_resnet18(in_channels: int, num_classes: int, *, reduction: int) -> nn.Mo
 def _cbam_resnet18(
     in_channels: int, num_classes: int, *, reduction: int, spatial_kernel: int
 ) -> nn.Module:
+    from harness.models.block_attention import CBAM
+    from harness.models.resnet import ResNet
+
     factory = partial(CBAM, reduction=reduction, spatial_kernel=spatial_kernel)
     return ResNet(in_channels, num_classes, attention=factory)
+
+
+def _gradattn(in_channels: int, num_classes: int, **settings: Any) -> nn.Module:
+    from harness.models.gradattn import GradAttn
+
+    return GradAttn(in_channels, num_classes, **settings)
 
 
 _SPECS: dict[str, _Spec] = {
@@ -97,19 +111,19 @@ _SPECS: dict[str, _Spec] = {
     "gradattn_nope": _Spec(
         "No PE",
         "GradAttn: skip-free ResNet-18, 5 stage tokens, 3-layer Transformer, no positional encoding",
-        partial(GradAttn, positional="none"),
+        partial(_gradattn, positional="none"),
         dict(TRANSFORMER_DEFAULTS),
     ),
     "gradattn_learnable": _Spec(
         "Learnable PE",
         "GradAttn with a learnable (1, 5, d) positional embedding added to the tokens",
-        partial(GradAttn, positional="learnable"),
+        partial(_gradattn, positional="learnable"),
         dict(TRANSFORMER_DEFAULTS),
     ),
     "gradattn_rope": _Spec(
         "RoPE",
         "GradAttn with rotary position embedding (rotate-half, base 10000) on queries and keys",
-        partial(GradAttn, positional="rope"),
+        partial(_gradattn, positional="rope"),
         {**TRANSFORMER_DEFAULTS, "rope_base": DEFAULT_ROPE_BASE},
     ),
     "se_resnet18": _Spec(

@@ -13,21 +13,12 @@ from typing import Literal
 import torch
 from torch import nn
 
+from harness.models.defaults import DEFAULT_ROPE_BASE
 from harness.models.encoder import RotaryEncoderLayer, TokenEncoder, TokenEncoderLayer
 from harness.models.resnet import ResNet
-from harness.models.rope import DEFAULT_ROPE_BASE
 
 PositionalEncoding = Literal["none", "learnable", "rope"]
 POSITIONAL_ENCODINGS: tuple[str, ...] = ("none", "learnable", "rope")
-
-# Table 1 of the paper.
-TRANSFORMER_DEFAULTS = {
-    "d_model": 256,
-    "nhead": 8,
-    "dim_feedforward": 512,
-    "num_layers": 3,
-    "dropout": 0.1,
-}
 
 
 class GradAttn(nn.Module):

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-DEFAULT_ROPE_BASE = 10000.0
+from harness.models.defaults import DEFAULT_ROPE_BASE
 
 
 def rotary_angles(

@@ -25,6 +25,10 @@ from harness.models import MODEL_LABELS
 from harness.report.tables import DATASET_LABELS, TABLE9_MODELS, label  # noqa: E402
 
 DPI = 80
+# A fixed title height (where matplotlib would put it: no axis draws ticks on top). Left to
+# itself, matplotlib measures every tick label of every axes to place each title, which was a
+# third of the figures' drawing time.
+TITLE_Y = 1.0
 GRADATTN_MODELS = ("gradattn_nope", "gradattn_learnable", "gradattn_rope")
 MODEL_ORDER = TABLE9_MODELS
 PALETTE = dict(zip(MODEL_ORDER, plt.get_cmap("tab10").colors, strict=False))
@@ -103,7 +107,7 @@ def seed_points(results: pd.DataFrame, protocol: str, out_dir: Path) -> list[Fig
                 ax.scatter([x + 0.3], [published[1] * 100], marker="x", color="red", s=30)
         ax.set_xticks(range(len(models)))
         ax.set_xticklabels([label(m, MODEL_LABELS) for m in models], rotation=30, fontsize=7)
-        ax.set_title(label(dataset, DATASET_LABELS), fontsize=9)
+        ax.set_title(label(dataset, DATASET_LABELS), fontsize=9, y=TITLE_Y)
         ax.set_ylabel("Top-1 (%)", fontsize=8)
     for ax in list(axes.flat)[len(datasets) :]:
         ax.set_visible(False)
@@ -133,7 +137,7 @@ def training_curves(epochs: pd.DataFrame, protocol: str, out_dir: Path) -> list[
                 ax.plot(mean.index, mean.values, color=_color(model), label=legend)
                 ax.fill_between(mean.index, mean - sd, mean + sd, color=_color(model), alpha=0.2)
         for ax, what in zip(axes, ("Training", "Validation"), strict=True):
-            ax.set_title(f"{what} accuracy", fontsize=9)
+            ax.set_title(f"{what} accuracy", fontsize=9, y=TITLE_Y)
             ax.set_xlabel("Epoch", fontsize=8)
         axes[0].set_ylabel("Accuracy (%)", fontsize=8)
         axes[1].legend(fontsize=7, loc="lower right")
@@ -165,7 +169,7 @@ def gradient_profiles(gradients: pd.DataFrame, protocol: str, out_dir: Path) -> 
             ax.yaxis.set_minor_locator(NullLocator())  # minor log ticks cost much, say little
             ax.axhline(1e-6, color="red", linestyle=":", linewidth=1)
             ax.axhline(10, color="red", linestyle=":", linewidth=1)
-            ax.set_title(f"{mode} mode", fontsize=9)
+            ax.set_title(f"{mode} mode", fontsize=9, y=TITLE_Y)
             ax.set_xlabel("Layer (depth order)", fontsize=8)
             ax.set_ylabel("Mean gradient norm", fontsize=8)
         handles, names = axes.flat[0].get_legend_handles_labels()
@@ -205,7 +209,7 @@ def attention_profiles(results: pd.DataFrame, protocol: str, out_dir: Path) -> l
                 series = per.loc[layer_index]
                 ax.plot(series.index + 1, series.values, marker="o", markersize=3,
                         label=f"encoder layer {layer_index + 1}")  # fmt: skip
-            ax.set_title(label(model, MODEL_LABELS), fontsize=9)
+            ax.set_title(label(model, MODEL_LABELS), fontsize=9, y=TITLE_Y)
             ax.set_xlabel("Token (stem → stage 4)", fontsize=8)
             ax.set_ylabel("Mean attention weight", fontsize=8)
             ax.legend(fontsize=7, loc="upper right")
@@ -215,32 +219,54 @@ def attention_profiles(results: pd.DataFrame, protocol: str, out_dir: Path) -> l
     return figures
 
 
-def all_figures(
+def start_figures(
     results: pd.DataFrame,
     epochs: pd.DataFrame,
     gradients: pd.DataFrame,
     protocol: str,
     out_dir: Path,
-) -> list[Figure]:
-    """Every figure for one protocol, written under out_dir.
+) -> FigureDrawing:
+    """Start drawing every figure of one protocol under out_dir; `.result()` gives them.
 
     Drawing PNGs is most of a large report's time and does not grow with the runs, so the four
-    kinds are drawn in parallel worker processes (forked: the frames are inherited, not copied
-    through pipes) where the platform forks and more than one core is free; the figures and
-    their order are the same either way. HARNESS_REPORT_PROCESSES=1 draws them in-process."""
+    kinds are drawn by worker processes (forked: the frames are inherited, not copied through
+    pipes) while the caller computes the section's tables and claims, where the platform forks
+    and more than one core is free. The figures and their order are the same either way;
+    HARNESS_REPORT_PROCESSES=1 draws them in-process, at `.result()`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(seed_points, results), (training_curves, epochs), (gradient_profiles, gradients),
             (attention_profiles, results)]  # fmt: skip
-    processes = _figure_processes()
-    if processes <= 1:
-        return [fig for draw, frame in jobs for fig in draw(frame, protocol, out_dir)]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    return FigureDrawing(jobs, protocol, out_dir, _figure_processes())
 
-    context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
-        futures = [pool.submit(draw, frame, protocol, out_dir) for draw, frame in jobs]
-        return [fig for future in futures for fig in future.result()]
+
+class FigureDrawing:
+    """Figures being drawn; `result()` waits for them, `cancel()` drops what has not started
+    and waits for the rest (so nothing writes into a report directory after it is removed)."""
+
+    def __init__(self, jobs: list, protocol: str, out_dir: Path, processes: int) -> None:
+        self._jobs, self._protocol, self._out_dir = jobs, protocol, out_dir
+        self._pool = self._futures = None
+        if processes > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            context = multiprocessing.get_context("fork")
+            self._pool = ProcessPoolExecutor(max_workers=processes, mp_context=context)
+            self._futures = [self._pool.submit(draw, frame, protocol, out_dir)
+                             for draw, frame in jobs]  # fmt: skip
+
+    def result(self) -> list[Figure]:
+        if self._pool is None:
+            return [fig for draw, frame in self._jobs
+                    for fig in draw(frame, self._protocol, self._out_dir)]  # fmt: skip
+        try:
+            return [fig for future in self._futures for fig in future.result()]
+        finally:
+            self._pool.shutdown()
+
+    def cancel(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _figure_processes() -> int:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.report.figures import DPI, Figure, plt, safe_name
+from harness.report.figures import DPI, TITLE_Y, Figure, plt, safe_name
 
 VERDICT_COLORS = {"SUPPORTED": "#1b7837", "CONTRADICTED": "#b2182b",
                   "INCONCLUSIVE": "#d8a200", "UNTESTABLE": "0.55"}  # fmt: skip
@@ -64,7 +64,7 @@ def forest_plot(claims: list[Any], protocol: str, out_dir: Path) -> list[Figure]
     ax.set_xlim(-CLIP - 0.5, CLIP + 0.5)
     ax.set_xlabel("difference in SESOI units (candidate - baseline; level - stated)")
     ax.tick_params(axis="x", labelsize=7)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=9, y=TITLE_Y)
     fig.subplots_adjust(left=0.34, right=0.98, top=1 - 0.4 / height, bottom=0.7 / height)
     name = safe_name("forest", protocol)
     fig.savefig(out_dir / name, dpi=DPI)

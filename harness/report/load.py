@@ -222,15 +222,17 @@ def load_results(engine: Engine, protocol: str | None = None) -> pd.DataFrame:
         job_ids = [row["job_id"] for row in rows]
         gradients: dict[int, dict[str, list[float | None]]] = {}
         if job_ids:
+            # Plain column rows, not ORM objects: a 4,000-run report reads ~100,000 of them.
             layer_stmt = (
-                select(GradientLayer)
+                select(GradientLayer.job_id, GradientLayer.mode, GradientLayer.batches,
+                       GradientLayer.mean)  # fmt: skip
                 .where(GradientLayer.job_id.in_(job_ids))
                 .order_by(GradientLayer.job_id, GradientLayer.mode, GradientLayer.layer_index)
             )
-            for layer in session.scalars(layer_stmt):
-                silent = layer.batches == 0 or layer.mean is None
-                modes = gradients.setdefault(layer.job_id, {})
-                modes.setdefault(layer.mode, []).append(None if silent else layer.mean)
+            for job_id, mode, batches, mean in session.execute(layer_stmt):
+                silent = batches == 0 or mean is None
+                modes = gradients.setdefault(job_id, {})
+                modes.setdefault(mode, []).append(None if silent else mean)
     return results_from_rows(rows, gradients)
 
 
@@ -243,40 +245,56 @@ def _filter_jobs(stmt: Any, protocol: str | None, done_only: bool) -> Any:
     return stmt
 
 
+def _with_job_fields(
+    session: Session, stmt: Any, columns: Sequence[str], job_columns: Sequence[str]
+) -> pd.DataFrame:
+    """Rows of `stmt` (plain columns, job_id first) joined with their job's `job_columns`, read
+    once per job rather than once per row (a job has dozens of epoch and layer rows)."""
+    frame = pd.DataFrame(session.execute(stmt).all(), columns=list(columns))
+    ids = [int(i) for i in frame["job_id"].unique()]
+    fields: dict[int, dict[str, Any]] = {}
+    for start in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[start : start + _IN_CHUNK]
+        for job in session.scalars(select(Job).where(Job.id.in_(chunk))):
+            fields[job.id] = {**_job_fields(job), "status": job.status}
+    names = ["job_id", *job_columns]
+    jobs = pd.DataFrame.from_records(
+        [{name: fields[i][name] for name in names} for i in ids], columns=names
+    )
+    if jobs.empty:
+        jobs = jobs.astype({"job_id": frame["job_id"].dtype})
+    return frame.merge(jobs, on="job_id", how="left", validate="many_to_one")
+
+
+_IN_CHUNK = 500  # ids per IN list: well under SQLite's and PostgreSQL's parameter limits
+
+
 def load_epochs(
     engine: Engine, protocol: str | None = None, done_only: bool = True
 ) -> pd.DataFrame:
     """Per-epoch rows (training curves) joined with their job's identity (EPOCH_COLUMNS)."""
-    stmt = select(Job, EpochRow).join(EpochRow, EpochRow.job_id == Job.id)
-    stmt = _filter_jobs(stmt, protocol, done_only)
-    records = []
+    measured = EPOCH_COLUMNS[9:]
+    stmt = select(EpochRow.job_id, *(getattr(EpochRow, name) for name in measured)).join(
+        Job, EpochRow.job_id == Job.id
+    )
+    stmt = _filter_jobs(stmt, protocol, done_only).order_by(Job.id, EpochRow.epoch)
     with Session(engine) as session:
-        fields: dict[int, dict[str, Any]] = {}
-        for job, ep in session.execute(stmt.order_by(Job.id, EpochRow.epoch)):
-            rec = dict(fields.get(job.id) or fields.setdefault(job.id, _job_fields(job)))
-            rec["status"] = job.status
-            for name in EPOCH_COLUMNS[9:]:
-                rec[name] = getattr(ep, name)
-            records.append(rec)
-    return pd.DataFrame.from_records(records, columns=list(EPOCH_COLUMNS))
+        frame = _with_job_fields(session, stmt, ("job_id", *measured), EPOCH_COLUMNS[1:9])
+    return frame[list(EPOCH_COLUMNS)]
 
 
 def load_gradients(
     engine: Engine, protocol: str | None = None, done_only: bool = True
 ) -> pd.DataFrame:
     """Per-layer gradient rows (both measurement modes) with their job's identity."""
-    stmt = select(Job, GradientLayer).join(GradientLayer, GradientLayer.job_id == Job.id)
-    stmt = _filter_jobs(stmt, protocol, done_only)
-    records = []
+    measured = GRADIENT_ROW_COLUMNS[7:]
+    stmt = select(GradientLayer.job_id, *(getattr(GradientLayer, name) for name in measured))
+    stmt = stmt.join(Job, GradientLayer.job_id == Job.id)
     order = (Job.id, GradientLayer.mode, GradientLayer.layer_index)
+    stmt = _filter_jobs(stmt, protocol, done_only).order_by(*order)
     with Session(engine) as session:
-        fields: dict[int, dict[str, Any]] = {}
-        for job, layer in session.execute(stmt.order_by(*order)):
-            rec = dict(fields.get(job.id) or fields.setdefault(job.id, _job_fields(job)))
-            for name in GRADIENT_ROW_COLUMNS[7:]:
-                rec[name] = getattr(layer, name)
-            records.append(rec)
-    frame = pd.DataFrame.from_records(records, columns=list(GRADIENT_ROW_COLUMNS))
+        frame = _with_job_fields(session, stmt, ("job_id", *measured), GRADIENT_ROW_COLUMNS[1:7])
+    frame = frame[list(GRADIENT_ROW_COLUMNS)]
     for name in ("mean", "std", "min", "max"):
         frame[name] = pd.to_numeric(frame[name], errors="coerce").astype(float)
     return frame

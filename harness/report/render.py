@@ -27,7 +27,7 @@ from harness.report.claim_file import load_claims_file
 from harness.report.claims import VERDICT_RULE, evaluate_claims
 from harness.report.comparisons import Comparisons
 from harness.report.data import ProtocolReport, ReportData
-from harness.report.figures import all_figures
+from harness.report.figures import start_figures
 from harness.report.forest import forest_plot
 from harness.report.protocol_gate import Departures, section_departures, table_note
 from harness.report.sequential_audit import sequential_audits
@@ -185,6 +185,31 @@ def _section(
     claims: list[dict[str, Any]] | None = None,
 ) -> ProtocolReport:
     """One arm's full section: Tables 3-9, claims, figures, variance sources."""
+    label = arm.protocol if arm.is_base else arm.short
+    drawing = None
+    if figure_dir is not None:  # drawn beside the tables and claims below
+        drawing = start_figures(
+            subset,
+            epochs[epochs["job_id"].isin(subset["job_id"])],
+            gradients[gradients["job_id"].isin(subset["job_id"])],
+            label,
+            figure_dir,
+        )
+    try:
+        report = _section_numbers(arm, subset, dropped, claims)
+        if drawing is not None:
+            report.figures = forest_plot(report.claims, label, figure_dir) + drawing.result()
+    except BaseException:
+        if drawing is not None:
+            drawing.cancel()  # nothing may write into the staging directory once it is removed
+        raise
+    return report
+
+
+def _section_numbers(
+    arm: Arm, subset: pd.DataFrame, dropped: int, claims: list[dict[str, Any]] | None
+) -> ProtocolReport:
+    """A section without its figures: Tables 3-9, notes, claims, variance sources."""
     comparisons = Comparisons(subset)  # each comparison computed once for tables and claims
     report = ProtocolReport(arm.protocol, subset, build_tables(subset, comparisons), [], "", [],
                             arm=arm)  # fmt: skip
@@ -213,15 +238,6 @@ def _section(
     report.claims, report.claims_error = _claims(subset, arm.protocol, claims, report.departures,
                                                  comparisons)  # fmt: skip
     report.variance, report.variance_note = variance_table(subset)
-    if figure_dir is not None:
-        label = arm.protocol if arm.is_base else arm.short
-        report.figures = forest_plot(report.claims, label, figure_dir) + all_figures(
-            subset,
-            epochs[epochs["job_id"].isin(subset["job_id"])],
-            gradients[gradients["job_id"].isin(subset["job_id"])],
-            arm.protocol if arm.is_base else arm.short,
-            figure_dir,
-        )
     return report
 
 

@@ -155,3 +155,19 @@ def test_the_private_name_check_can_fail() -> None:
         "from harness.queue.jobs import _take",
         "jobs._claimed",
     ]
+
+
+def test_the_report_and_the_model_registry_load_without_torch() -> None:
+    """torch is 1.3 s of imports and ~500 MiB resident: the report only needs model labels, so
+    building one (and `harness --help`) must not load it; building a model still does."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, harness.cli, harness.commands.report, harness.report.render, harness.models; "
+        "print(sorted(m for m in ('torch', 'torchvision', 'sklearn') if m in sys.modules)); "
+        "harness.models.build_model('resnet18', 3, 10); print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["[]", "True"]
