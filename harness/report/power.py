@@ -13,8 +13,14 @@ import math
 
 import numpy as np
 
-from harness.report.signed_rank import ROUND_DECIMALS, batch_interval, min_pairs
-from harness.report.verdicts import DECIDED, Region, classify
+from harness.report.signed_rank import (
+    ROUND_DECIMALS,
+    batch_interval,
+    critical_count,
+    min_pairs,
+    walsh_averages,
+)
+from harness.report.verdicts import Region
 
 POWER = 0.8
 DRAWS = 1000
@@ -59,8 +65,47 @@ def decision_power(
         raise ValueError(f"total {total} is below the {observed.size} pairs observed")
     future = np.round(effect + sd * _noise(extra, draws), ROUND_DECIMALS) + 0.0
     z = np.concatenate([np.broadcast_to(observed, (draws, observed.size)), future], axis=1)
-    low, high = _intervals(z, m, alpha)
-    return float(np.isin(classify(low, high, region), DECIDED).mean())
+    return float(decided(z, m, alpha, region).mean())
+
+
+def decided(z: np.ndarray, m: int, alpha: float, region: Region) -> np.ndarray:
+    """For each row of z (draws, n): whether the rule decides it, i.e. whether
+    classify(batch_interval(z, m, alpha), region) is a SUPPORTED or CONTRADICTED code.
+
+    The rule only compares the interval's ends with the region's edges, 0 and +-1. With W the
+    Walsh averages and k the interval's order statistic (low is the k-th smallest, high the
+    k-th largest), low > b exactly when fewer than k of W are <= b, and high < a exactly when
+    fewer than k are >= a. So two counts per row decide it, with the same floating-point
+    averages the interval uses; no order statistics (the partial sort was most of a power
+    simulation). tests/unit/test_power.py checks it against classify row by row.
+    """
+    rows, n = z.shape
+    c = critical_count(n, m, alpha)
+    if c is None:
+        return np.zeros(rows, dtype=bool)  # TOO_FEW: never decided
+    k = n * (n + 1) // 2 - c + 1
+    step = max(1, _CHUNK_ELEMENTS // max(1, n * (n + 1) // 2))
+    out = np.empty(rows, dtype=bool)
+    for start in range(0, rows, step):
+        walsh = walsh_averages(z[start : start + step])
+        if region.contains_zero:
+            # inside: low >= low edge and high <= high edge; below: high < low edge; above:
+            # low > high edge. #{W >= e} = total - #{W < e}, and alike for the high edge.
+            under = np.count_nonzero(walsh < region.low, axis=1)
+            over = np.count_nonzero(walsh > region.high, axis=1)
+            total = walsh.shape[1]
+            out[start : start + step] = ((under < k) & (over < k)) | (total - under < k) | (
+                total - over < k
+            )
+        else:
+            # Decided unless open. For a positive claim high < max(0, low edge) covers
+            # opposite, negligible and smaller, and low > min(0, high edge) = 0 larger and
+            # effect; for a negative claim (classify mirrors it) the same two tests are
+            # high < 0 and low > high edge, so no mirroring is needed.
+            high_below = np.count_nonzero(walsh >= max(0.0, region.low), axis=1) < k
+            low_above = np.count_nonzero(walsh <= min(0.0, region.high), axis=1) < k
+            out[start : start + step] = high_below | low_above
+    return out
 
 
 def seeds_needed(

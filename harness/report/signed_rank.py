@@ -67,15 +67,20 @@ def min_pairs(m: int, alpha: float) -> int:
     return n
 
 
-@functools.lru_cache(maxsize=256)
-def _walsh_index(n: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.triu_indices(n)
-
-
 def walsh_averages(z: np.ndarray) -> np.ndarray:
-    """(z_i + z_j) / 2 for i <= j along the last axis (batched: shape (..., N))."""
-    i, j = _walsh_index(z.shape[-1])
-    return (z[..., i] + z[..., j]) / 2.0
+    """(z_i + z_j) / 2 for i <= j along the last axis (batched: shape (..., N)), in the order
+    of np.triu_indices(N). Built one i at a time from slices: gathering both operands by index
+    arrays took 4/5 of a power simulation's time at N = 100."""
+    z = np.asarray(z, dtype=float)
+    n = z.shape[-1]
+    out = np.empty((*z.shape[:-1], n * (n + 1) // 2))
+    start = 0
+    for i in range(n):
+        stop = start + n - i
+        np.add(z[..., i : i + 1], z[..., i:], out=out[..., start:stop])
+        start = stop
+    out /= 2.0
+    return out
 
 
 def batch_interval(z: np.ndarray, m: int, alpha: float) -> tuple[np.ndarray, np.ndarray]:
