@@ -6,7 +6,7 @@ runs as its own `harness report` process, so the wall time and the peak memory (
 wait4) are that command's alone. The figures in docs/PERFORMANCE.md ("Report at scale") come
 from
 
-    python benchmarks/report_scale.py --runs 250,1000,4000
+    python benchmarks/report_scale.py --runs 250,1000,4000 [--baseline CHECKOUT]
 
 The ratio column is each size's time over the smallest size's, from this one invocation on
 this one machine: growth, with the device and command printed beside it. Peak RSS is wait4's
@@ -52,12 +52,16 @@ def build_db(path: Path, runs: int) -> int:
     return len(rows)
 
 
-def time_report(db: Path, out: Path) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one `harness report --html` process."""
+def time_report(db: Path, out: Path, code: Path = ROOT) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one `harness report --html` process running the
+    harness found under `code` (this checkout, or the baseline's)."""
     argv = [sys.executable, "-m", "harness.cli", "report", "--db", f"sqlite:///{db}", "--html",
             "--out", str(out)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(code)}
     started = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # cwd too: `python -m` puts the working directory ahead of PYTHONPATH on sys.path.
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                            cwd=code)  # fmt: skip
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
@@ -68,24 +72,36 @@ def time_report(db: Path, out: Path) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="250,1000,4000", help="sizes, comma-separated")
+    parser.add_argument("--baseline", type=Path, default=None, metavar="CHECKOUT",
+                        help="another checkout (e.g. `git worktree add /tmp/base REV`) timed on "
+                             "the same databases, alternating with this one")  # fmt: skip
     args = parser.parse_args()
     sizes = [int(x) for x in args.runs.split(",")]
     print(f"device: CPU {platform.machine()}, {os.cpu_count()} cores; python {platform.python_version()}")
     print("command: harness report --db sqlite:///DB --html --out DIR (one process per size)")
-    print("runs    seeds  wall s   ratio   s per 1,000 more runs   peak RSS MiB")
+    header = "runs    seeds  wall s   ratio   s per 1,000 more runs   peak RSS MiB"
+    if args.baseline:
+        print(f"baseline: {args.baseline.resolve()}")
+        header += "   baseline s   baseline MiB   this / baseline"
+    print(header)
     first = None
     with tempfile.TemporaryDirectory() as tmp:
         for runs in sizes:
             db = Path(tmp) / f"r{runs}.db"
             written = build_db(db, runs)
+            if args.baseline:
+                base_wall, base_rss = time_report(db, Path(tmp) / f"base{runs}", args.baseline)
             wall, rss = time_report(db, Path(tmp) / f"out{runs}")
             first = first or (written, wall)
             # Growth beyond the smallest size: the fixed part (imports, the figures, one per
             # dataset and kind) cancels out, what is left is the cost of the runs themselves.
             more = written - first[0]
             marginal = f"{(wall - first[1]) / more * 1000:8.2f}" if more else "       –"
-            print(f"{written:5d}  {math.ceil(runs / 32):5d}  {wall:7.1f}  {wall / first[1]:6.2f}  "
-                  f"{marginal:>22}  {rss:12.0f}", flush=True)  # fmt: skip
+            line = (f"{written:5d}  {math.ceil(runs / 32):5d}  {wall:7.1f}  {wall / first[1]:6.2f}  "
+                    f"{marginal:>22}  {rss:12.0f}")  # fmt: skip
+            if args.baseline:
+                line += f"  {base_wall:11.1f}  {base_rss:13.0f}  {wall / base_wall:16.2f}"
+            print(line, flush=True)
 
 
 if __name__ == "__main__":
