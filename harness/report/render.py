@@ -148,6 +148,9 @@ def collect(
             f"protocol-differences section, never the tables or claims: {listed}."
         )
     data.sequential = sequential_audits(engine, jobs, results)
+    for section in data.protocols:
+        ids = set(section.results["job_id"])
+        section.notes += [n for a in data.sequential if (n := a.section_note(ids)) is not None]
     data.notes[:0] = [a.summary for a in data.sequential] + departure_notes(data.protocols, results)
     data.audit = build_audit(arms, data.protocols, engine)
     return data

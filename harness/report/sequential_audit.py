@@ -36,6 +36,20 @@ class SequentialAudit:
     table: AuditTable
     summary: str  # one line for the top of the report
     record: dict[str, Any] = field(default_factory=dict)  # for the JSON export
+    run_ids: frozenset[int] = frozenset()  # the audit's finished jobs (its runs)
+
+    def section_note(self, section_ids: set[int]) -> str | None:
+        """The note for a protocol section holding some of this audit's runs, or None."""
+        shared = len(section_ids & self.run_ids)
+        if not shared:
+            return None
+        return (
+            f"{shared} of these {len(section_ids)} runs were queued by sequential audit "
+            f"{self.name}, which stops adding seeds to a claim's cells once the claim is "
+            "decided: this section's fixed-n verdicts and p-values do not allow for that "
+            "stopping, and can be wrong more often than alpha says. The audit's verdicts, "
+            "which do, are in 'Sequential audits'."
+        )
 
 
 def job_hours(jobs: pd.DataFrame) -> pd.Series:
@@ -124,4 +138,5 @@ def _audit(
               "seeds": len(seeds), "spent_hours": spent, "budget_hours": budget,
               "budget_left_hours": None if budget is None else budget - spent,
               "claims": table.records}  # fmt: skip
-    return SequentialAudit(name, state, design.text(), claims_source, table, summary, record)
+    return SequentialAudit(name, state, design.text(), claims_source, table, summary, record,
+                           frozenset(int(i) for i in done_ids))  # fmt: skip

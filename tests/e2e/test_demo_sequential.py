@@ -59,6 +59,10 @@ def test_sequential_demo_spends_seeds_only_where_undecided(tmp_path, capsys) -> 
     # The same verdicts the audit recorded in its last round, recomputed from the rows.
     assert {c["claim"]: c["verdict"] for c in seq["claims"]} == audit.progress["claims"]
     assert doc["notes"][0].startswith("Sequential audit demo-sequential (finished): ")
+    # The protocol section built from the same runs says its fixed-n verdicts ignore stopping.
+    (section,) = doc["protocols"].values()
+    assert any(note.startswith(f"{len(jobs)} of these {len(jobs)} runs were queued by "
+                               "sequential audit demo-sequential") for note in section["notes"])  # fmt: skip
 
     assert main(["status", "--db", f"sqlite:///{out / 'runs.db'}"]) == 0
     assert "audit demo-sequential (finished): " in capsys.readouterr().out
