@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from harness.errors import HarnessError
 from harness.experiment.grids import Grid, grid_document, grid_from_document
-from harness.report.claim_file import load_claims_file
+from harness.report.claim_file import AUDIT_GRID, load_claims_file
 from harness.report.sequential import Design
 from harness.report.verdicts import ALPHA
 from harness.store.clock import db_now
@@ -47,7 +47,7 @@ class AuditSpec:
 def grid_claims(path: str | Path, grid: Grid) -> tuple[list[dict[str, Any]], str]:
     """A claims file checked against the grid's cells (no run exists yet), and its source line."""
     cells = pd.DataFrame(list(grid.cells), columns=["model", "dataset"])
-    return load_claims_file(path, cells)
+    return load_claims_file(path, cells, AUDIT_GRID)
 
 
 def spec_from_row(row: AuditRow) -> AuditSpec:

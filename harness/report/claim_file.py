@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,21 @@ def _check_choice(label: str, field: str, value: Any, choices: tuple[str, ...]) 
     return []
 
 
-def _check_claim(claim: Any, label: str, models: set[str], datasets: set[str]) -> list[str]:
+@dataclass(frozen=True)
+class NameScope:
+    """Where a claims file's model and dataset names are looked up, in the error's words."""
+
+    missing: str  # "dataset 'x' <missing>"
+    listed: str  # "datasets <listed>: a, b"
+
+
+DATABASE = NameScope("has no runs in the database", "with runs")
+AUDIT_GRID = NameScope("is not in the audit's grid", "in the grid")
+
+
+def _check_claim(
+    claim: Any, label: str, models: set[str], datasets: set[str], scope: NameScope
+) -> list[str]:
     if not isinstance(claim, dict):
         return [f"{label}: a claim is a mapping of fields (got {type(claim).__name__})"]
     errors = [f"{label}: unknown field {key!r}{_close(key, FIELDS)}; fields: {', '.join(FIELDS)}"
@@ -100,7 +115,7 @@ def _check_claim(claim: Any, label: str, models: set[str], datasets: set[str]) -
                        for key in spec if key not in PAIR_FIELDS]  # fmt: skip
             spec = {**claim, **spec}
         errors += _check_values(spec, kind, where)
-        errors += _check_names(spec, where, models, datasets)
+        errors += _check_names(spec, where, models, datasets, scope)
     if kind == "count":
         if not isinstance(claim.get("datasets"), list):
             errors.append(f"{label}: a count claim needs 'datasets' (a list)")
@@ -135,7 +150,7 @@ def _check_values(spec: dict[str, Any], kind: Any, where: str) -> list[str]:
 
 
 def _check_names(
-    spec: dict[str, Any], where: str, models: set[str], datasets: set[str]
+    spec: dict[str, Any], where: str, models: set[str], datasets: set[str], scope: NameScope
 ) -> list[str]:
     errors = []
     listed_models, listed_datasets = sorted(models), sorted(datasets)
@@ -152,8 +167,8 @@ def _check_names(
         errors.append(f"{where}: missing field 'dataset' (or 'datasets')")
     for _, dataset in names:
         if dataset not in datasets:
-            errors.append(f"{where}: dataset {dataset!r} has no runs in the database"
-                          f"{_close(dataset, listed_datasets)}; datasets with runs: "
+            errors.append(f"{where}: dataset {dataset!r} {scope.missing}"
+                          f"{_close(dataset, listed_datasets)}; datasets {scope.listed}: "
                           f"{', '.join(listed_datasets) or 'none'}")  # fmt: skip
     roles = ["model"] if "model" in spec else ["baseline", "candidate"]
     for role in roles:
@@ -173,8 +188,8 @@ def _check_names(
             if model in SPECIAL_CANDIDATES and role == "candidate":
                 continue
             if model not in models:
-                errors.append(f"{where}: {role} {model!r} has no runs in the database"
-                              f"{_close(model, listed_models)}; models with runs: "
+                errors.append(f"{where}: {role} {model!r} {scope.missing}"
+                              f"{_close(model, listed_models)}; models {scope.listed}: "
                               f"{', '.join(listed_models) or 'none'}")  # fmt: skip
     return errors
 
@@ -277,9 +292,12 @@ def _check_setting(setting: Any, label: str, arms: list[Arm]) -> list[str]:
     return [f"{label}: no runs have the setting {shown}; the settings with runs: {listed}"]
 
 
-def load_claims_file(path: str | Path, results: pd.DataFrame) -> tuple[list[dict[str, Any]], str]:
-    """The file's claims, checked against the models and datasets with results, and a line
-    naming the file and its digest (shown in the report)."""
+def load_claims_file(
+    path: str | Path, results: pd.DataFrame, scope: NameScope = DATABASE
+) -> tuple[list[dict[str, Any]], str]:
+    """The file's claims, checked against the models and datasets of `results` (the runs, or
+    an audit's grid cells: `scope` says which in the errors), and a line naming the file and
+    its digest (shown in the report)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -314,7 +332,7 @@ def load_claims_file(path: str | Path, results: pd.DataFrame) -> tuple[list[dict
             errors.append(f"{label}: id {ident!r} is used twice; ids must be unique")
         if isinstance(ident, str):
             seen.add(ident)
-        errors += _check_claim(claim, label, models, datasets)
+        errors += _check_claim(claim, label, models, datasets, scope)
         if isinstance(claim, dict) and "setting" in claim:
             if arms is None:
                 has_arms = len(results) and {"protocol", "quirks"} <= set(results.columns)

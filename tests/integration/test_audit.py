@@ -167,6 +167,17 @@ def test_cli_refuses_bad_audits(sqlite_url, claims, capsys) -> None:
     assert "must be 1..50" in capsys.readouterr().err
     assert main(["audit", "--db", sqlite_url, "--resume", "nope"]) != 0
     assert "no audit named 'nope'" in capsys.readouterr().err
+    # Before any run exists, a claims file is checked against the grid, and says so.
+    outside = {"claims": [{**CLAIMS["claims"][0], "candidate": "se_resnet18", "dataset": "svhn"}]}
+    claims.write_text(yaml.safe_dump(outside))
+    assert main(["audit", "--db", sqlite_url, "--grid", "demo", "--max-seeds", "5", "--claims",
+                 str(claims)]) != 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "dataset 'svhn' is not in the audit's grid; datasets in the grid: digits" in err
+    assert ("candidate 'se_resnet18' is not in the audit's grid (did you mean 'resnet18'?); "
+            "models in the grid: gradattn_rope, resnet18") in err
+    assert "has no runs" not in err
+    claims.write_text(yaml.safe_dump(CLAIMS))
     engine = make_engine(sqlite_url)
     run_audit(engine, make_spec(claims, name="x"), once=True, say=lambda _: None)
     with pytest.raises(HarnessError, match="already exists with a different grid, design; resume it with"):
