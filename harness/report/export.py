@@ -148,8 +148,14 @@ def latex(data: ReportData) -> str:
         latex_escape(LEGEND),
         "",
     ]
+    out += [latex_escape(note) + r"\par" for note in data.notes]
+    if data.sequential:
+        out.append(r"\subsection*{Sequential audits}")
+        for item in data.sequential:
+            out += _latex_audit_table(item.table)
     for report in data.protocols:
         out.append(rf"\subsection*{{Protocol {latex_escape(report.label)}}}")
+        out += [latex_escape(note) + r"\par" for note in report.notes]
         for table in report.tables:
             header = _header(table)
             out += [

@@ -64,6 +64,15 @@ def test_sequential_demo_spends_seeds_only_where_undecided(tmp_path, capsys) -> 
     assert any(note.startswith(f"{len(jobs)} of these {len(jobs)} runs were queued by "
                                "sequential audit demo-sequential") for note in section["notes"])  # fmt: skip
 
+    assert main(["report", "--db", f"sqlite:///{out / 'runs.db'}", "--claims",
+                 "harness/paperdata/digits_claims.yaml", "--format", "latex", "--out",
+                 str(tmp_path / "tex"), "--name", "seq"]) == 0  # fmt: skip
+    capsys.readouterr()
+    latex = (tmp_path / "tex" / "seq" / "report.tex").read_text(encoding="utf-8")
+    assert r"\subsection*{Sequential audits}" in latex
+    assert r"\subsubsection*{Sequential audit demo-sequential (finished)}" in latex
+    assert "runs were queued by sequential audit demo-sequential" in latex
+
     assert main(["status", "--db", f"sqlite:///{out / 'runs.db'}"]) == 0
     assert "audit demo-sequential (finished): " in capsys.readouterr().out
     page = (out / "reports" / "sequential" / "index.html").read_text(encoding="utf-8")
