@@ -246,17 +246,20 @@ def _filter_jobs(stmt: Any, protocol: str | None, done_only: bool) -> Any:
 
 
 def _with_job_fields(
-    session: Session, stmt: Any, columns: Sequence[str], job_columns: Sequence[str]
+    session: Session,
+    stmt: Any,
+    jobs_stmt: Any,
+    columns: Sequence[str],
+    job_columns: Sequence[str],
 ) -> pd.DataFrame:
     """Rows of `stmt` (plain columns, job_id first) joined with their job's `job_columns`, read
-    once per job rather than once per row (a job has dozens of epoch and layer rows)."""
+    once per job rather than once per row (a job has dozens of epoch and layer rows);
+    `jobs_stmt` selects the same jobs (a superset does no harm)."""
     frame = pd.DataFrame(session.execute(stmt).all(), columns=list(columns))
     ids = [int(i) for i in frame["job_id"].unique()]
-    fields: dict[int, dict[str, Any]] = {}
-    for start in range(0, len(ids), _IN_CHUNK):
-        chunk = ids[start : start + _IN_CHUNK]
-        for job in session.scalars(select(Job).where(Job.id.in_(chunk))):
-            fields[job.id] = {**_job_fields(job), "status": job.status}
+    wanted = set(ids)
+    fields = {job.id: {**_job_fields(job), "status": job.status}
+              for job in session.scalars(jobs_stmt) if job.id in wanted}  # fmt: skip
     names = ["job_id", *job_columns]
     jobs = pd.DataFrame.from_records(
         [{name: fields[i][name] for name in names} for i in ids], columns=names
@@ -264,9 +267,6 @@ def _with_job_fields(
     if jobs.empty:
         jobs = jobs.astype({"job_id": frame["job_id"].dtype})
     return frame.merge(jobs, on="job_id", how="left", validate="many_to_one")
-
-
-_IN_CHUNK = 500  # ids per IN list: well under SQLite's and PostgreSQL's parameter limits
 
 
 def load_epochs(
@@ -278,8 +278,9 @@ def load_epochs(
         Job, EpochRow.job_id == Job.id
     )
     stmt = _filter_jobs(stmt, protocol, done_only).order_by(Job.id, EpochRow.epoch)
+    jobs = _filter_jobs(select(Job), protocol, done_only)
     with Session(engine) as session:
-        frame = _with_job_fields(session, stmt, ("job_id", *measured), EPOCH_COLUMNS[1:9])
+        frame = _with_job_fields(session, stmt, jobs, ("job_id", *measured), EPOCH_COLUMNS[1:9])
     return frame[list(EPOCH_COLUMNS)]
 
 
@@ -292,8 +293,11 @@ def load_gradients(
     stmt = stmt.join(Job, GradientLayer.job_id == Job.id)
     order = (Job.id, GradientLayer.mode, GradientLayer.layer_index)
     stmt = _filter_jobs(stmt, protocol, done_only).order_by(*order)
+    jobs = _filter_jobs(select(Job), protocol, done_only)
     with Session(engine) as session:
-        frame = _with_job_fields(session, stmt, ("job_id", *measured), GRADIENT_ROW_COLUMNS[1:7])
+        frame = _with_job_fields(
+            session, stmt, jobs, ("job_id", *measured), GRADIENT_ROW_COLUMNS[1:7]
+        )
     frame = frame[list(GRADIENT_ROW_COLUMNS)]
     for name in ("mean", "std", "min", "max"):
         frame[name] = pd.to_numeric(frame[name], errors="coerce").astype(float)

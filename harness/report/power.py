@@ -36,9 +36,13 @@ def _noise(rows: int, draws: int) -> np.ndarray:
     return np.random.default_rng(SIMULATION_SEED).standard_normal((rows, draws)).T
 
 
+def _rows_per_chunk(n: int) -> int:
+    """Draws whose Walsh averages fit in _CHUNK_ELEMENTS at n pairs."""
+    return max(1, _CHUNK_ELEMENTS // max(1, n * (n + 1) // 2))
+
+
 def _intervals(z: np.ndarray, m: int, alpha: float) -> tuple[np.ndarray, np.ndarray]:
-    n = z.shape[1]
-    step = max(1, _CHUNK_ELEMENTS // max(1, n * (n + 1) // 2))
+    step = _rows_per_chunk(z.shape[1])
     lows, highs = [], []
     for start in range(0, z.shape[0], step):
         low, high = batch_interval(z[start : start + step], m, alpha)
@@ -83,8 +87,9 @@ def decided(z: np.ndarray, m: int, alpha: float, region: Region) -> np.ndarray:
     c = critical_count(n, m, alpha)
     if c is None:
         return np.zeros(rows, dtype=bool)  # TOO_FEW: never decided
-    k = n * (n + 1) // 2 - c + 1
-    step = max(1, _CHUNK_ELEMENTS // max(1, n * (n + 1) // 2))
+    total = n * (n + 1) // 2
+    k = total - c + 1
+    step = _rows_per_chunk(n)
     out = np.empty(rows, dtype=bool)
     for start in range(0, rows, step):
         walsh = walsh_averages(z[start : start + step])
@@ -93,7 +98,6 @@ def decided(z: np.ndarray, m: int, alpha: float, region: Region) -> np.ndarray:
             # low > high edge. #{W >= e} = total - #{W < e}, and alike for the high edge.
             under = np.count_nonzero(walsh < region.low, axis=1)
             over = np.count_nonzero(walsh > region.high, axis=1)
-            total = walsh.shape[1]
             out[start : start + step] = ((under < k) & (over < k)) | (total - under < k) | (
                 total - over < k
             )
